@@ -1,0 +1,58 @@
+# sn6_footprints — set-up, demo, tests, packaging. Every target is idempotent.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE := $(VENV)/lib/python3.11/site-packages
+STAMP_APT := $(VENV)/.apt-ok
+STAMP_PIP := $(VENV)/.pip-ok
+APT_PACKAGES := qgis python3-qgis qgis-providers xvfb libgdal-dev libgeos-dev python3-venv python3-dev python3-scipy gcc g++ zip
+BUILD := build
+PLUGIN_DIR := $(BUILD)/plugins/sn6_footprints
+export QT_QPA_PLATFORM := offscreen
+
+.PHONY: setup demo test test-core test-qgis install-plugin package bench clean
+
+setup: $(STAMP_PIP)
+
+$(STAMP_APT):
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "== installing Debian packages (QGIS, GDAL/GEOS headers)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@touch $@
+
+$(STAMP_PIP): $(STAMP_APT) requirements.txt
+	@echo "== installing Python packages into $(VENV) (rasterio/shapely built against QGIS's GDAL/GEOS)"
+	$(PY) -m pip install -q --upgrade "pip<26"
+	$(PY) -m pip install -q --no-binary rasterio,shapely -r requirements.txt
+	$(PY) -c "import rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6'), rasterio.__gdal_version__; print('rasterio', rasterio.__version__, 'GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
+	@touch $@
+
+# The plugin as QGIS installs it: the package plus metadata.txt and resources/ inside it.
+install-plugin: setup
+	@rm -rf $(PLUGIN_DIR) && mkdir -p $(PLUGIN_DIR)
+	@cp -r sn6_footprints/. $(PLUGIN_DIR)/
+	@cp metadata.txt $(PLUGIN_DIR)/ && cp -r resources $(PLUGIN_DIR)/
+	@find $(PLUGIN_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	@echo "plugin installed in $(PLUGIN_DIR)"
+
+package: install-plugin
+	@mkdir -p dist && rm -f dist/sn6_footprints-*.zip
+	@cd $(BUILD)/plugins && zip -qr ../../dist/sn6_footprints-$$(sed -n 's/^version=//p' sn6_footprints/metadata.txt).zip sn6_footprints
+	@ls dist/*.zip
+
+demo: install-plugin
+	@scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-core: setup
+	$(PY) -m pytest -q tests/core
+
+bench: setup
+	$(PY) bench/bench_scoring.py
+
+clean:
+	rm -rf $(BUILD) dist .pytest_cache

@@ -1,0 +1,67 @@
+"""What a model expects of its input and how its output is read: one record, one place.
+
+The SpaceNet 6 baseline's values are the defaults, so a bare baseline state_dict (which
+carries no metadata) is used exactly as the baseline used it (REFERENCE.md §2-3).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+SN6_BAND_NAMES = ("HH", "HV", "VH", "VV")
+# albumentations Normalize(mean=0.5, std=0.125, max_pixel_value=255) on every band.
+SN6_NORMALISATION_MEAN = 127.5
+SN6_NORMALISATION_STD = 31.875
+SN6_PIXEL_SIZE_M = 0.5
+SN6_THRESHOLD = 0.5
+SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Architecture and pre-/post-processing of one checkpoint."""
+
+    architecture: str = "UNet11"
+    width: float = 1.0
+    band_names: tuple[str, ...] = SN6_BAND_NAMES
+    mean: tuple[float, ...] = (SN6_NORMALISATION_MEAN,) * 4
+    std: tuple[float, ...] = (SN6_NORMALISATION_STD,) * 4
+    pixel_size_m: float = SN6_PIXEL_SIZE_M
+    threshold: float = SN6_THRESHOLD
+    min_area_m2: float = SN6_MIN_AREA_M2
+    # True when the model was trained on scenes rotated by 180 degrees relative to the
+    # input's natural orientation (SN6: south-looking strips have orientation flag 1).
+    rotate_180: bool = False
+    look_direction: str = "north"
+    input_scale: str = "sn6-intensity"
+    description: str = "SpaceNet 6 baseline settings"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bands(self) -> int:
+        return len(self.band_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("band_names", "mean", "std"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSettings":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = dict(kwargs.pop("extra", {}) or {})
+        extra.update({k: v for k, v in data.items() if k not in known})
+        for key in ("band_names", "mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs, extra=extra)
+
+    def with_bands(self, bands: int) -> "ModelSettings":
+        """The same settings for another band count (per-band values repeated or cut)."""
+        if bands == self.bands:
+            return self
+        names = tuple(self.band_names[i] if i < self.bands else f"B{i + 1}" for i in range(bands))
+        pick = lambda values: tuple(values[min(i, len(values) - 1)] for i in range(bands))  # noqa: E731
+        return replace(self, band_names=names, mean=pick(self.mean), std=pick(self.std))
