@@ -1,0 +1,121 @@
+"""The whole extraction: a SAR raster in, building polygons out (and a score if asked).
+
+One function, plain inputs and outputs, so the Processing algorithm, the CLI, the tests and
+the benchmarks run exactly the same pipeline.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import rasterio
+
+from .bundled import bundled_model_path
+from .devices import describe, resolve_device
+from .feedback import Feedback, SubFeedback
+from .inference import Predictor, TilingOptions, predict_probabilities
+from .raster_windows import RasterError, RasterInfo
+from .settings import ModelSettings
+from .vectorize import VectorizeOptions, vectorize_probabilities
+from .weights import load_model
+
+
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """Everything a user may set; ``None`` means 'the model's own setting'."""
+
+    model_path: str | None = None
+    device: str = "auto"
+    tiling: TilingOptions = TilingOptions()
+    threshold: float | None = None
+    min_area_m2: float | None = None
+    simplify_map_units: float = 0.5
+    rotate_180: bool | None = None
+
+
+@dataclass
+class ExtractionResult:
+    geometries: list
+    attributes: dict[str, list]
+    crs_wkt: str | None
+    settings: ModelSettings
+    device: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+
+def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
+    """Refuse inputs the model cannot read, saying what to do instead."""
+    name = Path(str(path)).name
+    if info.width < 1 or info.height < 1:
+        raise RasterError(f"{name} is empty (extent {info.width} x {info.height} px).")
+    if info.bands != settings.bands:
+        raise RasterError(
+            f"{name} has {info.bands} band(s) but the model expects {settings.bands} "
+            f"({', '.join(settings.band_names)}, in that order). Choose a {settings.bands}-band SAR "
+            f"raster (for example with 'Build virtual raster', one band per polarisation) or a model "
+            f"trained on {info.bands} band(s).")
+    if info.crs_wkt is None:
+        raise RasterError(f"{name} has no coordinate reference system, so areas in m² and the output "
+                          "polygons cannot be placed. Assign its CRS (Raster ▸ Projections ▸ Assign "
+                          "Projection) and run again.")
+
+
+def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
+                       feedback: Feedback | None = None) -> ExtractionResult:
+    """Run the model over ``raster_path`` tile by tile and return the footprints."""
+    feedback = feedback or Feedback()
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    model, settings = load_model(options.model_path or bundled_model_path())
+    if options.threshold is not None:
+        settings = replace(settings, threshold=options.threshold)
+    if options.min_area_m2 is not None:
+        settings = replace(settings, min_area_m2=options.min_area_m2)
+    rotate_180 = settings.rotate_180 if options.rotate_180 is None else options.rotate_180
+    with rasterio.open(raster_path) as dataset:
+        info = RasterInfo.of(dataset)
+    check_raster(info, settings, raster_path)
+    device = resolve_device(options.device)
+    feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"
+                  f" — {settings.description}")
+    feedback.info(f"Device: {describe(device)}; raster {info.width} x {info.height} px, "
+                  f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.overlap_px} px"
+                  f"{', rotated 180°' if rotate_180 else ''}")
+    predictor = Predictor(model, device, rotate_180=rotate_180)
+    seconds["load"] = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
+        probability_path = os.path.join(scratch, "probability.tif")
+        t0 = time.perf_counter()
+        predict_probabilities(raster_path, probability_path, predictor, settings, options.tiling,
+                              SubFeedback(feedback, 0, 90))
+        seconds["inference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vectorize = VectorizeOptions(settings.threshold, settings.min_area_m2, options.simplify_map_units)
+        geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
+                                                         SubFeedback(feedback, 90, 100))
+        seconds["vectorize"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+    feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
+    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device), seconds)
+
+
+def score_extraction(result: ExtractionResult, truth_geometries: list, variant: str = "sn6"):
+    """Score the footprints against ground truth given in the raster's CRS (SpaceNet rule,
+    the model's minimum area). A geographic CRS is measured in metres (local UTM zone)."""
+    from .scoring import score_footprints
+    from .vector_io import metric_crs, reproject
+
+    proposals = result.geometries
+    metric = metric_crs(result.crs_wkt, list(proposals) + list(truth_geometries))
+    if metric != result.crs_wkt:
+        proposals = reproject(proposals, result.crs_wkt, metric)
+        truth_geometries = reproject([g for g in truth_geometries if g is not None], result.crs_wkt, metric)
+    return score_footprints(truth_geometries, proposals, variant=variant,
+                            min_area=result.settings.min_area_m2,
+                            proposal_confidence=result.attributes["confidence"])

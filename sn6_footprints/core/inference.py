@@ -1,0 +1,157 @@
+"""Tiled inference: raster windows -> normalised batches -> model -> blended probabilities.
+
+Tiles overlap and their probabilities are blended with a weight that falls towards the tile
+border, so no seam shows. Rows of tiles stream through a buffer a little taller than one tile;
+finished rows go to a float32 probability GeoTIFF, so memory follows the tile size and the
+raster's width, never its height.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from .devices import autocast_dtype
+from .feedback import Feedback
+from .model import INPUT_MULTIPLE_PX, UNet11
+from .raster_windows import RasterInfo, plan_tile_rows, read_window
+from .settings import ModelSettings
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    tile_size_px: int = 512
+    overlap_px: int = 64
+    batch_size: int = 4
+
+    def check(self) -> None:
+        if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
+            raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
+                             f"(at least {INPUT_MULTIPLE_PX}); 512 is the SN6 baseline's.")
+        if not 0 <= self.overlap_px < self.tile_size_px // 2 + 1:
+            raise ValueError(f"Overlap {self.overlap_px} px must be between 0 and half the tile size.")
+        if self.batch_size < 1:
+            raise ValueError("Batch size must be at least 1.")
+
+
+def normalise(data: np.ndarray, settings: ModelSettings) -> np.ndarray:
+    """(x - mean) / std per band, in place on a float32 (bands, h, w) array."""
+    mean = np.asarray(settings.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(settings.std, dtype=np.float32)[:, None, None]
+    data -= mean
+    data /= std
+    return data
+
+
+def pad_to_multiple(data: np.ndarray, multiple: int = INPUT_MULTIPLE_PX) -> np.ndarray:
+    """Reflect-pad (bands, h, w) on the bottom/right to multiples of ``multiple``."""
+    _, h, w = data.shape
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return data
+    mode = "reflect" if h > ph and w > pw else "edge"
+    return np.pad(data, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def blend_weights(height: int, width: int, overlap_px: int) -> np.ndarray:
+    """A tile's blending weight: 1 inside, ramping down over the overlap towards its border
+    (never 0, so raster borders covered by one tile still count)."""
+    ramp_len = max(1, overlap_px)
+
+    def axis(n: int) -> np.ndarray:
+        distance = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
+        return np.clip(distance / ramp_len, 1e-3, 1.0).astype(np.float32)
+
+    return np.outer(axis(height), axis(width))
+
+
+class Predictor:
+    """Runs the model on batches of normalised tiles; returns probabilities as numpy."""
+
+    def __init__(self, model: UNet11, device: torch.device, rotate_180: bool = False):
+        self.device = device
+        self.model = model.to(device).eval()
+        self.rotate_180 = rotate_180
+        self.autocast = autocast_dtype(device)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if self.rotate_180:  # SN6 orientation flag: the model sees the scene rotated by 180 degrees
+            x = torch.flip(x, dims=(-2, -1))
+        if self.autocast is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+                logits = self.model(x)
+        else:
+            logits = self.model(x)
+        probabilities = torch.sigmoid(logits.float())
+        if self.rotate_180:
+            probabilities = torch.flip(probabilities, dims=(-2, -1))
+        return probabilities[:, 0].cpu().numpy()
+
+
+def _predict_row(dataset, info: RasterInfo, windows: list[Window], predictor: Predictor,
+                 settings: ModelSettings, options: TilingOptions, feedback: Feedback):
+    """Yield (window, probabilities, valid) for one row of tiles, batch by batch."""
+    for start in range(0, len(windows), options.batch_size):
+        feedback.check_cancelled()
+        chunk = windows[start:start + options.batch_size]
+        tiles, valids = [], []
+        for window in chunk:
+            data, valid = read_window(dataset, window, info.nodata)
+            tiles.append(pad_to_multiple(normalise(data, settings)))
+            valids.append(valid)
+        shape = tiles[0].shape
+        if any(t.shape != shape for t in tiles):  # edge tiles of other sizes: one by one
+            probabilities = [predictor(t[None])[0] for t in tiles]
+        else:
+            probabilities = list(predictor(np.stack(tiles)))
+        for window, p, valid in zip(chunk, probabilities, valids):
+            yield window, p[:window.height, :window.width], valid
+
+
+def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
+                          options: TilingOptions = TilingOptions(), feedback: Feedback | None = None) -> RasterInfo:
+    """Write the blended building probability of every pixel (0 on nodata) to a GeoTIFF."""
+    feedback = feedback or Feedback()
+    options.check()
+    with rasterio.open(raster_path) as dataset:
+        info = RasterInfo.of(dataset)
+        rows = plan_tile_rows(info.width, info.height, options.tile_size_px, options.overlap_px)
+        total_tiles = sum(len(r) for r in rows)
+        profile = dict(driver="GTiff", width=info.width, height=info.height, count=1, dtype="float32",
+                       transform=info.transform, crs=dataset.crs, tiled=True, blockxsize=256,
+                       blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
+        done = 0
+        with rasterio.open(probability_path, "w", **profile) as out:
+            buffer_top = 0
+            weighted = np.zeros((0, info.width), np.float32)
+            weights = np.zeros((0, info.width), np.float32)
+            valid_any = np.zeros((0, info.width), bool)
+            for index, row in enumerate(rows):
+                row_bottom = row[0].row_off + row[0].height
+                grow = row_bottom - buffer_top - weighted.shape[0]
+                if grow > 0:
+                    weighted = np.vstack([weighted, np.zeros((grow, info.width), np.float32)])
+                    weights = np.vstack([weights, np.zeros((grow, info.width), np.float32)])
+                    valid_any = np.vstack([valid_any, np.zeros((grow, info.width), bool)])
+                for window, probability, valid in _predict_row(dataset, info, row, predictor, settings,
+                                                               options, feedback):
+                    w = blend_weights(window.height, window.width, options.overlap_px)
+                    rs = slice(window.row_off - buffer_top, window.row_off - buffer_top + window.height)
+                    cs = slice(window.col_off, window.col_off + window.width)
+                    weighted[rs, cs] += w * probability
+                    weights[rs, cs] += w
+                    valid_any[rs, cs] |= valid
+                    done += 1
+                    feedback.set_progress(100.0 * done / total_tiles)
+                final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else info.height
+                n = final_bottom - buffer_top
+                blended = np.where(valid_any[:n], weighted[:n] / np.maximum(weights[:n], 1e-12), 0.0)
+                out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, info.width, n))
+                weighted, weights, valid_any = weighted[n:], weights[n:], valid_any[n:]
+                buffer_top = final_bottom
+    return info

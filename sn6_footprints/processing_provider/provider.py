@@ -1,0 +1,32 @@
+"""The Processing provider: the plugin's algorithms under one name in the toolbox."""
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..resources_path import resource
+
+ICON = resource("icon.svg")
+
+
+class Sn6FootprintsProvider(QgsProcessingProvider):
+    def id(self):
+        return "sn6_footprints"
+
+    def name(self):
+        return "SN6 Footprints"
+
+    def longName(self):  # noqa: N802 - QGIS API
+        return "SN6 Footprints — building footprints from SAR (TernausNet)"
+
+    def icon(self):
+        return QIcon(str(ICON))
+
+    def svgIconPath(self):  # noqa: N802 - QGIS API
+        return str(ICON)
+
+    def loadAlgorithms(self):  # noqa: N802 - QGIS API
+        from .extract_footprints import ExtractFootprintsAlgorithm
+
+        for algorithm in (ExtractFootprintsAlgorithm(),):
+            self.addAlgorithm(algorithm)

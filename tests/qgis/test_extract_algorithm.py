@@ -1,0 +1,157 @@
+"""The extraction algorithm in real QGIS: registry, processing.run, errors, cancellation."""
+from __future__ import annotations
+
+import numpy as np
+import processing
+import pytest
+from affine import Affine
+from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer,
+                       QgsVectorLayer)
+
+from tests.helpers.models import boxes_scene, write_raster
+
+ALG = "sn6_footprints:extract_footprints"
+SKEWED = Affine(0.5, 0.1, 594000.0, 0.05, -0.5, 5750000.0)
+BOXES = [(10, 10, 30, 40), (100, 150, 140, 210), (230, 60, 262, 100)]
+
+
+def expected_polygon_centres(boxes, transform):
+    return sorted(tuple(np.round(transform * ((c0 + c1) / 2, (r0 + r1) / 2), 6)) for r0, c0, r1, c1 in boxes)
+
+
+@pytest.fixture
+def skewed_scene(tmp_path):
+    return write_raster(tmp_path / "scene.tif", boxes_scene(300, 260, BOXES), transform=SKEWED)
+
+
+def run_extract(raster, model, output, **extra):
+    parameters = {"INPUT": str(raster), "MODEL": str(model), "OUTPUT": str(output), "SIMPLIFY": 0,
+                  "TILE_SIZE": 128, "OVERLAP": 32}
+    parameters.update(extra)
+    return processing.run(ALG, parameters, feedback=extra.pop("feedback", None))
+
+
+def test_provider_is_registered_with_the_extraction_algorithm(plugin):
+    provider = QgsApplication.processingRegistry().providerById("sn6_footprints")
+    assert provider is not None and provider.name() == "SN6 Footprints"
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert algorithm.displayName() == "Extract building footprints (TernausNet)"
+    declared = {o.name() for o in algorithm.outputDefinitions()}
+    assert {"OUTPUT", "BUILDING_COUNT", "F1", "PRECISION", "RECALL", "TP", "FP", "FN"} <= declared
+
+
+def test_plugin_adds_a_toolbar_button_opening_the_dialog(plugin):
+    assert plugin.action is not None and plugin.action.text().startswith("Extract building footprints")
+    assert not plugin.action.icon().isNull()
+
+
+def test_polygons_land_on_buildings_with_a_skewed_geotransform(plugin, skewed_scene, threshold_model_path, tmp_path):
+    result = run_extract(skewed_scene, threshold_model_path, tmp_path / "out.gpkg")
+    layer = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
+    assert layer.isValid() and layer.featureCount() == len(BOXES) == result["BUILDING_COUNT"]
+    centres = sorted(tuple(np.round((f.geometry().centroid().asPoint().x(), f.geometry().centroid().asPoint().y()), 6))
+                     for f in layer.getFeatures())
+    assert centres == expected_polygon_centres(BOXES, SKEWED)
+    pixel_area = abs(SKEWED.a * SKEWED.e - SKEWED.b * SKEWED.d)
+    areas = sorted(f["area_m2"] for f in layer.getFeatures())
+    assert areas == pytest.approx(sorted((r1 - r0) * (c1 - c0) * pixel_area for r0, c0, r1, c1 in BOXES))
+    assert all(0.9 < f["confidence"] <= 1 for f in layer.getFeatures())
+    assert layer.crs().authid() == "EPSG:32631"
+
+
+def test_runs_twice_in_a_row_as_a_batch_does(plugin, skewed_scene, threshold_model_path, tmp_path):
+    counts = [run_extract(skewed_scene, threshold_model_path, tmp_path / f"run{i}.gpkg")["BUILDING_COUNT"]
+              for i in range(2)]
+    assert counts == [3, 3]
+
+
+def test_wrong_band_count_is_a_clear_error(plugin, tmp_path, threshold_model_path):
+    three_bands = write_raster(tmp_path / "rgb.tif", boxes_scene(64, 64, BOXES[:1], bands=3))
+    with pytest.raises(QgsProcessingException, match=r"3 band\(s\) but the model expects 4 \(HH, HV, VH, VV"):
+        run_extract(three_bands, threshold_model_path, tmp_path / "out.gpkg")
+    assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_raster_without_crs_is_a_clear_error(plugin, tmp_path, threshold_model_path):
+    no_crs = write_raster(tmp_path / "nocrs.tif", boxes_scene(64, 64, BOXES[:1]), crs=None)
+    with pytest.raises(QgsProcessingException, match="no coordinate reference system"):
+        run_extract(no_crs, threshold_model_path, tmp_path / "out.gpkg")
+
+
+def test_missing_model_file_is_a_clear_error(plugin, skewed_scene, tmp_path):
+    with pytest.raises(QgsProcessingException, match="Model file not found"):
+        run_extract(skewed_scene, tmp_path / "nope.pt", tmp_path / "out.gpkg")
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(plugin, skewed_scene, threshold_model_path, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(QgsProcessingException, match="CUDA was requested but no CUDA GPU"):
+        run_extract(skewed_scene, threshold_model_path, tmp_path / "out.gpkg", DEVICE=1)
+
+
+class CancelAfterFirstProgress(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.progress_calls = 0
+        self.progressChanged.connect(self._on_progress)
+
+    def _on_progress(self, value):
+        self.progress_calls += 1
+        if value > 0:
+            self.cancel()
+
+
+def test_cancel_through_the_feedback_stops_and_writes_nothing(plugin, tmp_path, threshold_model_path):
+    big = write_raster(tmp_path / "big.tif", boxes_scene(1024, 1024, BOXES))
+    feedback = CancelAfterFirstProgress()
+    parameters = {"INPUT": str(big), "MODEL": str(threshold_model_path), "OUTPUT": str(tmp_path / "out.gpkg"),
+                  "TILE_SIZE": 64, "OVERLAP": 0, "BATCH_SIZE": 1}
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run(ALG, parameters, feedback=feedback)
+    assert feedback.isCanceled() and feedback.progress() < 10
+    assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_output_layer_is_styled_when_loaded(plugin, skewed_scene, threshold_model_path, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    result = processing.runAndLoadResults(ALG, {"INPUT": str(skewed_scene), "MODEL": str(threshold_model_path),
+                                                "OUTPUT": str(tmp_path / "styled.gpkg")}, context=context)
+    layer = QgsProject.instance().mapLayer(result["OUTPUT"]) if QgsProject.instance().mapLayer(result["OUTPUT"]) \
+        else QgsProject.instance().mapLayersByName("Building footprints")[0]
+    symbol = layer.renderer().symbol()
+    assert symbol.symbolLayer(0).strokeColor().name() == "#ff9f1c"
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_real_sar_crop_completes_without_polygons_on_nan(plugin, reference_data, tmp_path):
+    """Rotterdam dB crop with a model that calls every valid pixel a building: the footprint
+    must stay inside the swath."""
+    import rasterio
+    import shapely
+    from rasterio.features import shapes
+
+    from tests.helpers.models import save_threshold_model
+
+    crop = reference_data / "sn6" / "sar_masked.tif"
+    everything = save_threshold_model(tmp_path / "all.pt", min_area_m2=0.0)
+    import torch
+    payload = torch.load(everything, weights_only=True)
+    payload["state_dict"]["final.bias"][0] = 10.0  # logit >= 10 everywhere
+    torch.save(payload, everything)
+    result = run_extract(crop, everything, tmp_path / "crop.gpkg", SIMPLIFY=0, TILE_SIZE=128, OVERLAP=32)
+    layer = QgsVectorLayer(result["OUTPUT"], "crop", "ogr")
+    assert layer.featureCount() >= 1
+    with rasterio.open(crop) as ds:
+        nan = np.isnan(ds.read(1))
+        nan_area = shapely.unary_union([shapely.geometry.shape(g) for g, v in
+                                        shapes(nan.astype(np.uint8), mask=nan, transform=ds.transform)])
+        valid_area = (~nan).sum() * abs(ds.transform.a * ds.transform.e)
+    footprints = shapely.unary_union([shapely.from_wkb(bytes(f.geometry().asWkb())) for f in layer.getFeatures()])
+    assert footprints.intersection(nan_area).area == pytest.approx(0.0, abs=1e-6)
+    assert footprints.area == pytest.approx(valid_area, rel=1e-6)
