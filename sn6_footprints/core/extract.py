@@ -85,7 +85,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"
                   f" — {settings.description}")
     feedback.info(f"Device: {describe(device)}; raster {info.width} x {info.height} px, "
-                  f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.overlap_px} px"
+                  f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
                   f"{', rotated 180°' if rotate_180 else ''}")
     predictor = Predictor(model, device, rotate_180=rotate_180)
     seconds["load"] = time.perf_counter() - started

@@ -27,12 +27,17 @@ class TilingOptions:
     overlap_px: int = 64
     batch_size: int = 4
 
+    @property
+    def effective_overlap_px(self) -> int:
+        """The overlap actually used: at most half a tile, so every tile still advances."""
+        return min(self.overlap_px, self.tile_size_px // 2)
+
     def check(self) -> None:
         if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
             raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
                              f"(at least {INPUT_MULTIPLE_PX}); 512 is the SN6 baseline's.")
-        if not 0 <= self.overlap_px < self.tile_size_px // 2 + 1:
-            raise ValueError(f"Overlap {self.overlap_px} px must be between 0 and half the tile size.")
+        if self.overlap_px < 0:
+            raise ValueError(f"Overlap {self.overlap_px} px must be 0 or more.")
         if self.batch_size < 1:
             raise ValueError("Batch size must be at least 1.")
 
@@ -120,7 +125,7 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
     options.check()
     with rasterio.open(raster_path) as dataset:
         info = RasterInfo.of(dataset)
-        rows = plan_tile_rows(info.width, info.height, options.tile_size_px, options.overlap_px)
+        rows = plan_tile_rows(info.width, info.height, options.tile_size_px, options.effective_overlap_px)
         total_tiles = sum(len(r) for r in rows)
         profile = dict(driver="GTiff", width=info.width, height=info.height, count=1, dtype="float32",
                        transform=info.transform, crs=dataset.crs, tiled=True, blockxsize=256,
@@ -140,7 +145,7 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     valid_any = np.vstack([valid_any, np.zeros((grow, info.width), bool)])
                 for window, probability, valid in _predict_row(dataset, info, row, predictor, settings,
                                                                options, feedback):
-                    w = blend_weights(window.height, window.width, options.overlap_px)
+                    w = blend_weights(window.height, window.width, options.effective_overlap_px)
                     rs = slice(window.row_off - buffer_top, window.row_off - buffer_top + window.height)
                     cs = slice(window.col_off, window.col_off + window.width)
                     weighted[rs, cs] += w * probability
