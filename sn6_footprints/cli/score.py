@@ -1,0 +1,110 @@
+"""``score``: SpaceNet F1 of proposed footprints against ground truth (both variants)."""
+from __future__ import annotations
+
+import json
+
+from . import CliError
+
+# Min-area defaults. SpaceNet CSVs are in pixels: the SN6 scorer's 80 px is 20 m² at 0.5 m,
+# solaris's SpaceNet evaluation uses 20 px. Georeferenced layers: 20 m² for both.
+CSV_MIN_AREA_PX = {"sn6": 80.0, "solaris": 20.0}
+LAYER_MIN_AREA_M2 = 20.0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score", help="SpaceNet F1 of proposed footprints against ground truth",
+        description="Match proposals to ground-truth buildings with the SpaceNet rule (greedy by "
+                    "confidence, IoU strictly above the threshold) per image, and print TP, FP, FN, "
+                    "precision, recall and F1 per image and pooled. Inputs are two SpaceNet CSVs "
+                    "(ImageId, BuildingId, PolygonWKT_Pix[, Confidence]; pixel space) or two vector "
+                    "layers in any OGR format and CRS (proposals are reprojected to the truth's CRS; "
+                    "geographic CRSs are measured in metres in the local UTM zone).")
+    p.add_argument("truth", help="ground truth: SpaceNet CSV or vector file")
+    p.add_argument("proposals", help="proposals: SpaceNet CSV or vector file")
+    p.add_argument("--variant", choices=("sn6", "solaris"), default="sn6",
+                   help="sn6 (default): the official SpaceNet 6 scorer (area >= min on both sides, only "
+                        "images present in the proposals are scored, first part of a MULTIPOLYGON); "
+                        "solaris: solaris's eval_iou_spacenet_csv (proposals need area > min, invalid "
+                        "ground truth scores IoU 0, images of both files are scored)")
+    p.add_argument("--min-area", type=float,
+                   help="minimum footprint area: pixels for CSVs (default 80 for sn6, i.e. 20 m² at "
+                        "0.5 m; 20 for solaris, its SpaceNet default), m² for vector layers (default 20)")
+    p.add_argument("--iou", type=float, default=0.5,
+                   help="IoU a match must exceed, strictly (default 0.5)")
+    p.add_argument("--image-field",
+                   help="vector layers: field holding the image id (in both layers); matching is then "
+                        "per image. Default: the layers are one scene")
+    p.add_argument("--confidence-field",
+                   help="vector proposals: confidence field (default: a field named confidence or conf, "
+                        "else file order)")
+    p.add_argument("--truth-id-field", help="vector truth: field reported as the building id (default: index)")
+    p.add_argument("--proposal-id-field", help="vector proposals: field reported as the id (default: index)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
+    p.add_argument("--features", action="store_true",
+                   help="with --json: add one record per proposal and per truth polygon (IoU, match, status)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(run=run)
+
+
+def crs_label(crs) -> str | None:
+    """``EPSG:n`` when the CRS has an authority code, else its name (short enough to print)."""
+    from ..core.vector_io import spatial_reference
+
+    srs = spatial_reference(crs)
+    if srs is None:
+        return None
+    authority, code = srs.GetAuthorityName(None), srs.GetAuthorityCode(None)
+    return f"{authority}:{code}" if authority and code else srs.GetName()
+
+
+def run(args) -> int:
+    from ..core.feedback import PrintFeedback
+    from ..core.footprint_sources import load_for_scoring
+    from ..core.scoring import score_footprints
+
+    if not 0 <= args.iou < 1:
+        raise CliError(f"--iou must be at least 0 and below 1, not {args.iou}")
+    if args.min_area is not None and args.min_area < 0:
+        raise CliError(f"--min-area must not be negative, not {args.min_area}")
+    if args.features and not args.json:
+        raise CliError("--features needs --json")
+    feedback = PrintFeedback(quiet=args.quiet)
+    truth, proposals, crs = load_for_scoring(
+        args.truth, args.proposals, image_field=args.image_field, truth_id_field=args.truth_id_field,
+        proposal_id_field=args.proposal_id_field, confidence_field=args.confidence_field, feedback=feedback)
+    pixel_space = truth.pixel_space
+    min_area = args.min_area if args.min_area is not None else (
+        CSV_MIN_AREA_PX[args.variant] if pixel_space else LAYER_MIN_AREA_M2)
+    units = "px" if pixel_space else ("m²" if crs is not None else "map units²")
+    report = score_footprints(
+        truth.geometries, proposals.geometries, variant=args.variant, min_area=min_area,
+        iou_threshold=args.iou, truth_image_ids=truth.image_ids, proposal_image_ids=proposals.image_ids,
+        proposal_confidence=proposals.confidence, truth_ids=truth.feature_ids,
+        proposal_ids=proposals.feature_ids, feedback=feedback)
+
+    if args.json:
+        result = report.to_dict(features=args.features)
+        result["inputs"] = {"truth": str(args.truth), "proposals": str(args.proposals),
+                            "area_units": units, "crs": crs_label(crs)}
+        print(json.dumps(result, indent=2))
+        return 0
+    measured_in = f", measured in {crs_label(crs)}" if crs is not None else ""
+    print(f"SpaceNet F1, variant {report.variant}: IoU > {report.iou_threshold:g}, "
+          f"min area {report.min_area:g} {units}{measured_in}")
+    width = max([len("pooled")] + [len(str(k)) for k in report.per_image if k is not None])
+    header = f"{'image':<{width}}  {'TP':>7} {'FP':>7} {'FN':>7}  {'precision':>9} {'recall':>9} {'F1':>9}"
+    print(header)
+    print("-" * len(header))
+
+    def row(name: str, score) -> str:
+        return (f"{name:<{width}}  {score.tp:>7} {score.fp:>7} {score.fn:>7}  "
+                f"{score.precision:>9.4f} {score.recall:>9.4f} {score.f1:>9.4f}")
+
+    if list(report.per_image) != [None]:
+        for image_id, score in report.per_image.items():
+            print(row(str(image_id), score))
+        print("-" * len(header))
+    print(row("pooled", report.pooled))
+    print(f"{len(report.per_image)} image(s) scored; F1 {report.f1!r}")
+    return 0
