@@ -107,6 +107,8 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
             polygon = max(polygon.geoms, key=lambda part: part.area)
         if tolerance_px > 0:
             polygon = polygon.simplify(tolerance_px, preserve_topology=True)
+        # drops collinear vertices left by merging; normalised first so no ring starts on one
+        polygon = shapely.normalize(polygon).simplify(1e-9, preserve_topology=False)
         areas.append(round(polygon.area * info.pixel_area_m2, 3))
         geometries.append(shapely.affinity.affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f]))
         confidences.append(round(blob.probability_sum / blob.pixels, 6))

@@ -1,0 +1,156 @@
+"""The QGIS-free pipeline: windows, blending, nodata, vectorising, georeferencing, CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+
+from sn6_footprints.core.devices import DeviceError, resolve_device
+from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
+from sn6_footprints.core.feedback import Cancelled, Feedback
+from sn6_footprints.core.inference import TilingOptions
+from sn6_footprints.core.raster_windows import RasterError, RasterInfo, tile_starts
+from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
+from tests.conftest import REPO_ROOT
+from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
+
+BOXES = [(5, 5, 25, 45), (60, 30, 130, 50), (100, 100, 104, 180), (140, 10, 190, 60)]
+SOUTH_UP = Affine(-0.5, 0, 594100.0, 0, 0.5, 5749900.0)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_threshold_model(tmp_path_factory.mktemp("m") / "threshold.pt")
+
+
+def run(raster, model_path, **options):
+    tiling = TilingOptions(*options.pop("tiling", (64, 16, 3)))
+    return extract_footprints(raster, ExtractionOptions(model_path=str(model_path), tiling=tiling,
+                                                        simplify_map_units=options.pop("simplify", 0), **options))
+
+
+def as_set(result):
+    return sorted(shapely.normalize(g).wkt for g in result.geometries)
+
+
+def test_tile_starts_step_and_snap_the_last_tile_to_the_edge():
+    assert tile_starts(900, 512, 0) == [0, 388]
+    assert tile_starts(1000, 512, 64) == [0, 448, 488]
+    assert tile_starts(100, 512, 64) == [0]
+
+
+def test_polygons_are_identical_whatever_the_tiling(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    one_tile = run(raster, model_path, tiling=(512, 0, 1))
+    for tiling in ((64, 16, 3), (96, 32, 1), (32, 0, 8)):
+        assert as_set(run(raster, model_path, tiling=tiling)) == as_set(one_tile)
+    assert len(one_tile) == len(BOXES)
+
+
+def test_polygons_land_on_buildings_in_a_south_up_raster(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES), transform=SOUTH_UP)
+    result = run(raster, model_path)
+    expected = sorted(shapely.normalize(shapely.Polygon([SOUTH_UP * (c, r) for c, r in
+                                                         ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])).wkt
+                      for r0, c0, r1, c1 in BOXES)
+    assert as_set(result) == expected
+
+
+def test_raster_smaller_than_one_tile(tmp_path, model_path):
+    raster = write_raster(tmp_path / "small.tif", boxes_scene(45, 37, [(5, 5, 25, 30)]))
+    result = run(raster, model_path, tiling=(512, 64, 4))
+    assert len(result) == 1 and result.attributes["area_m2"] == [500 * 0.25]
+
+
+def test_nodata_and_nan_pixels_never_become_buildings(tmp_path, model_path):
+    data = boxes_scene(120, 120, [(10, 10, 110, 110)])
+    data[:, :, :30] = 0.0            # declared nodata (SN6 style: 0 in every band)
+    data[0, 80:, :] = np.nan         # NaN in one band
+    raster = write_raster(tmp_path / "r.tif", data, nodata=0.0)
+    result = run(raster, model_path)
+    assert len(result) == 1
+    minx, miny, maxx, maxy = result.geometries[0].bounds
+    transform = Affine(0.5, 0, 594000, 0, -0.5, 5750000)
+    assert (minx, maxy) == transform * (30, 10) and (maxx, miny) == transform * (110, 80)
+
+
+def test_rotate_180_rotates_back_exactly(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    assert as_set(run(raster, model_path, rotate_180=True)) == as_set(run(raster, model_path))
+
+
+def test_strips_merge_into_the_same_polygons_as_one_pass(tmp_path):
+    rng = np.random.default_rng(1)
+    probability = (rng.random((97, 61)) > 0.45).astype(np.float32) * 0.9
+    path = tmp_path / "p.tif"
+    write_raster(path, probability[None])
+    with rasterio.open(path) as ds:
+        info = RasterInfo.of(ds)
+    whole = vectorize_probabilities(path, info, VectorizeOptions(0.5, 0.0, 0.0, strip_height_px=1024))
+    strips = vectorize_probabilities(path, info, VectorizeOptions(0.5, 0.0, 0.0, strip_height_px=7))
+    assert sorted(shapely.normalize(g).wkt for g in strips[0]) == sorted(shapely.normalize(g).wkt for g in whole[0])
+    assert sorted(strips[1]["area_m2"]) == sorted(whole[1]["area_m2"])
+
+
+def test_min_area_drops_small_blobs(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    result = run(raster, model_path, min_area_m2=81.0)  # the 4 x 80 px box is 80 m²
+    assert len(result) == len(BOXES) - 1 and min(result.attributes["area_m2"]) > 81
+
+
+def test_wrong_band_count_and_missing_crs_are_refused(tmp_path, model_path):
+    with pytest.raises(RasterError, match=r"5 band\(s\) but the model expects 4"):
+        run(write_raster(tmp_path / "five.tif", boxes_scene(40, 40, [], bands=5)), model_path)
+    with pytest.raises(RasterError, match="no coordinate reference system"):
+        run(write_raster(tmp_path / "nocrs.tif", boxes_scene(40, 40, []), crs=None), model_path)
+
+
+def test_cuda_without_a_gpu_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+class StopAfter(Feedback):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def is_cancelled(self):
+        self.calls -= 1
+        return self.calls < 0
+
+
+def test_cancel_stops_inference(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(256, 256, BOXES))
+    with pytest.raises(Cancelled):
+        extract_footprints(raster, ExtractionOptions(model_path=str(model_path), tiling=TilingOptions(32, 0, 1)),
+                           StopAfter(3))
+
+
+def test_cli_extract_writes_a_geopackage_and_prints_json(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    out = tmp_path / "out.gpkg"
+    completed = subprocess.run([sys.executable, "-m", "sn6_footprints", "extract", str(raster), str(out),
+                                "--model", str(model_path), "--tile-size", "64", "--json", "--quiet"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(completed.stdout)["buildings"] == len(BOXES) and out.is_file()
+
+
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, model_path):
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(40, 40, [], bands=3))
+    completed = subprocess.run([sys.executable, "-m", "sn6_footprints", "extract", str(raster),
+                                str(tmp_path / "o.gpkg"), "--model", str(model_path)],
+                               cwd=REPO_ROOT, capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: r.tif has 3 band(s)")
+    assert not (tmp_path / "o.gpkg").exists()
