@@ -155,3 +155,21 @@ def test_real_sar_crop_completes_without_polygons_on_nan(plugin, reference_data,
     footprints = shapely.unary_union([shapely.from_wkb(bytes(f.geometry().asWkb())) for f in layer.getFeatures()])
     assert footprints.intersection(nan_area).area == pytest.approx(0.0, abs=1e-6)
     assert footprints.area == pytest.approx(valid_area, rel=1e-6)
+
+
+def test_ground_truth_in_another_crs_is_reprojected_and_scored(plugin, skewed_scene, threshold_model_path, tmp_path):
+    """Truth in EPSG:4326: two of the three buildings plus one that the raster does not show."""
+    import shapely
+
+    from sn6_footprints.core.vector_io import reproject, write_footprints
+
+    truth_px = BOXES[:2] + [(200, 200, 240, 250)]
+    truth_utm = [shapely.Polygon([SKEWED * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+                 for r0, c0, r1, c1 in truth_px]
+    truth_path = write_footprints(tmp_path / "truth.geojson", reproject(truth_utm, "EPSG:32631", "EPSG:4326"),
+                                  {"name": ["a", "b", "missing"]}, "EPSG:4326")
+    result = run_extract(skewed_scene, threshold_model_path, tmp_path / "scored.gpkg",
+                         GROUND_TRUTH=str(truth_path))
+    assert (result["TP"], result["FP"], result["FN"]) == (2, 1, 1)
+    assert result["PRECISION"] == pytest.approx(2 / 3) and result["RECALL"] == pytest.approx(2 / 3)
+    assert result["F1"] == pytest.approx(2 / 3)
