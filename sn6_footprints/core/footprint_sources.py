@@ -22,7 +22,7 @@ from . import vector_io
 from .feedback import Feedback
 
 CSV_IMAGE_COLUMN = "ImageId"
-CSV_ID_COLUMN = "BuildingId"
+CSV_ID_COLUMNS = ("BuildingId", "TileBuildingId")  # SN2-5 and SN6 truth files respectively
 CSV_PIXEL_WKT_COLUMN = "PolygonWKT_Pix"
 CSV_CONFIDENCE_COLUMN = "Confidence"
 # Proposal fields taken as confidence when none is named (solaris's default is "conf").
@@ -66,7 +66,8 @@ def _ids(values: list[str]) -> list:
 
 
 def read_spacenet_csv(path: str | os.PathLike) -> FootprintSource:
-    """A SpaceNet truth or proposal CSV in pixel coordinates."""
+    """A SpaceNet truth or proposal CSV in pixel coordinates; ids from ``BuildingId`` (or
+    ``TileBuildingId``, SpaceNet 6 truth), else the row number."""
     path = Path(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # building WKT can be very long
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -79,7 +80,7 @@ def read_spacenet_csv(path: str | os.PathLike) -> FootprintSource:
                     "footprints to a vector file instead)" if _column(header, "PolygonWKT_Geo") else "")
             raise ValueError(f"{path} is not a SpaceNet CSV: it needs columns {CSV_IMAGE_COLUMN} and "
                              f"{CSV_PIXEL_WKT_COLUMN}, found {', '.join(header) or 'none'}{hint}")
-        id_column = _column(header, CSV_ID_COLUMN)
+        id_column = next((c for c in (_column(header, n) for n in CSV_ID_COLUMNS) if c), None)
         confidence_column = _column(header, CSV_CONFIDENCE_COLUMN)
         rows = list(reader)
     wkts = [(row[wkt_column] or "").strip() or None for row in rows]  # blank: no geometry

@@ -19,7 +19,10 @@ its image (quadratic). The IoU of a pair never changes during the greedy pass, o
 polygons are still free; so all overlapping pairs are found once with an STRtree and
 vectorised GEOS intersection areas, and the greedy pass walks those few pairs per proposal.
 Pairs with zero intersection area are dropped: their IoU of 0 can never match and never
-raises a polygon's best IoU, so the counts are those of the references.
+raises a polygon's best IoU, so the counts are those of the references. IoU is computed as
+I / (A + B - I), which saves a second overlay per pair; it differs from the references'
+I / area(A u B) only in the last digits (about 1e-10 relative with UTM-sized coordinates),
+so pairs within 1e-9 of the threshold are recomputed their way and decided as they decide.
 
 QGIS-free: the Processing algorithm and the CLI both call :func:`score_footprints`.
 """
@@ -110,10 +113,11 @@ class ScoreReport:
 
     Per-feature lists are aligned with the inputs. ``proposal_iou`` is the IoU with the best
     still-unmatched polygon when the proposal's turn came (0 when none overlapped);
-    ``truth_iou`` is the highest IoU among the proposals that picked the polygon as their
-    best candidate (solaris's ``iou_score`` per building). ``*_match`` hold the other side's
-    id (``truth_ids``/``proposal_ids``, else the index) for true positives and ``None``
-    otherwise; ``*_match_index`` the same as indices with -1.
+    ``proposal_best_truth`` is that polygon (matched or not: for a false positive, the
+    building it came closest to). ``truth_iou`` is the highest IoU among the proposals that
+    picked the polygon as their best candidate (solaris's ``iou_score`` per building).
+    ``*_match`` hold the other side's id (``truth_ids``/``proposal_ids``, else the index) for
+    true positives and ``None`` otherwise; ``*_match_index`` the same as indices with -1.
     """
 
     variant: str
@@ -165,8 +169,8 @@ class ScoreReport:
             result["proposals"] = [
                 {"id": _plain(self.proposal_ids[i]),
                  **({"image_id": _plain(self.proposal_image_ids[i])} if self.proposal_image_ids is not None else {}),
-                 "iou": float(self.proposal_iou[i]), "match": _plain(self.proposal_match[i]),
-                 "status": self.proposal_status[i]}
+                 "iou": float(self.proposal_iou[i]), "best_truth": _plain(self.proposal_best_truth[i]),
+                 "match": _plain(self.proposal_match[i]), "status": self.proposal_status[i]}
                 for i in range(len(self.proposal_status))]
             result["truth"] = [
                 {"id": _plain(self.truth_ids[i]),

@@ -33,6 +33,22 @@ def test_iou_exactly_at_threshold_is_not_a_match(variant):
     assert score(truth, above_half, variant=variant).tp == 1
 
 
+@pytest.mark.parametrize("x, y, width, height", [
+    (744043.8665160078, 5818354.364224855, 5.365220082214147, 14.98415925778076),
+    (127113.800413205, 1933968.3967690426, 20.565992467608545, 17.54637334062245)])
+def test_near_threshold_decided_with_the_references_union_formula(x, y, width, height):
+    """Boxes overlapping by 2/3 of their width: IoU 0.5 in exact arithmetic. In UTM-sized
+    coordinates I/(A+B-I) gives 0.5000000000000001 here, the references' I/area(A u B) 0.5."""
+    truth = box(x, y, x + width, y + height)
+    proposal = box(x + width / 3, y, x + width + width / 3, y + height)
+    intersection = truth.intersection(proposal).area
+    assert intersection / (truth.area + proposal.area - intersection) > 0.5
+    reference_iou = intersection / truth.union(proposal).area
+    assert reference_iou == 0.5
+    report = score([truth], [proposal])
+    assert report.proposal_iou[0] == reference_iou and report.tp == 0
+
+
 def test_two_proposals_on_one_building_only_one_counts():
     truth = [box(0, 0, 10, 10)]
     proposals = [box(0, 0, 10, 9), box(0, 0, 10, 10)]
@@ -154,7 +170,8 @@ def test_three_d_geometries_and_custom_ids():
     report = score(truth, proposals, truth_ids=["bldg-7"], proposal_ids=[42])
     assert report.proposal_match == ["bldg-7"] and report.truth_match == [42]
     record = report.to_dict(features=True)
-    assert record["proposals"][0] == {"id": 42, "iou": 1.0, "match": "bldg-7", "status": "TP"}
+    assert record["proposals"][0] == {"id": 42, "iou": 1.0, "best_truth": "bldg-7", "match": "bldg-7",
+                                         "status": "TP"}
     assert record["truth"][0]["match"] == 42 and record["per_image"][0]["image_id"] is None
 
 

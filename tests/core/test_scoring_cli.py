@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_spacenet_csv_variants(tmp_path):
     path = tmp_path / "preds.csv"
     path.write_text(
-        "imageid,BuildingId,PolygonWKT_Pix,Confidence\n"
+        "imageid,TileBuildingId,PolygonWKT_Pix,Confidence\n"
         'tile_1,0,"POLYGON ((0 0 0, 10 0 0, 10 10 0, 0 10 0, 0 0 0))",0.9\n'
         'tile_1,1,"POLYGON ((20 0, 30 0, 30 10, 20 10, 20 0))",\n'
         "tile_2,-1,POLYGON EMPTY,1\n")
@@ -94,7 +94,7 @@ def test_cli_json_numbers(reference_data):
     assert (result["tp"], result["fp"], result["fn"], result["min_area"]) == (87, 57, 82, 20)
     assert len(result["truth"]) == 172 and len(result["proposals"]) == 145
     assert result["proposals"][-1] == {"id": -1, "image_id": "AOI_5_Khartoum_img463", "iou": 0.0,
-                                       "match": None, "status": "empty"}
+                                       "best_truth": None, "match": None, "status": "empty"}
 
     layers = run_cli(folder / "gt.geojson", folder / "pred.geojson", "--min-area", "0", "--json", "--quiet")
     result = json.loads(layers.stdout)
