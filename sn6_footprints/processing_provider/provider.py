@@ -27,6 +27,7 @@ class Sn6FootprintsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
         from .extract_footprints import ExtractFootprintsAlgorithm
+        from .score_footprints import ScoreFootprintsAlgorithm
 
-        for algorithm in (ExtractFootprintsAlgorithm(),):
+        for algorithm in (ExtractFootprintsAlgorithm(), ScoreFootprintsAlgorithm()):
             self.addAlgorithm(algorithm)
