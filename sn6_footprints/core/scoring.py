@@ -198,8 +198,11 @@ class _Side:
 
 
 def _geometry_array(geometries: Sequence, what: str) -> np.ndarray:
-    array = np.empty(len(geometries), dtype=object)
-    array[:] = list(geometries)
+    if isinstance(geometries, np.ndarray) and geometries.dtype == object and geometries.ndim == 1:
+        array = geometries.copy()
+    else:
+        array = np.empty(len(geometries), dtype=object)
+        array[:] = list(geometries)
     missing = shapely.is_missing(array)
     not_geometry = ~(missing | shapely.is_geometry(array))
     if not_geometry.any():
@@ -220,12 +223,14 @@ def _prepare(geometries: Sequence, what: str, rules: VariantRules, repair: bool)
     original_areas = np.nan_to_num(shapely.area(array))
     invalid = ~empty & ~shapely.is_valid(array)
     usable = ~empty
-    if repair:
+    areas = original_areas
+    if repair and invalid.any():
         array = array.copy()
         array[invalid] = shapely.buffer(array[invalid], 0.0)
-    else:
+        areas = original_areas.copy()
+        areas[invalid] = np.nan_to_num(shapely.area(array[invalid]))
+    elif not repair:
         usable &= ~invalid
-    areas = np.nan_to_num(shapely.area(array))
     filter_areas = areas if rules.area_after_repair else original_areas
     return _Side(array, areas, filter_areas, empty, usable)
 
