@@ -1,0 +1,693 @@
+"""Training a UNet11 on SAR rasters and footprint layers, with the SN6 baseline's recipe.
+
+The recipe (REFERENCE.md §2): dice + 10 x focal loss on the logits, AdamW (lr 1e-4), random
+crops, masks without buildings of 20 m² or less. Each raster is split spatially, not by
+pixels: its bottom rows are the validation band, never seen in training, and after every
+epoch the extraction pipeline itself (tiled prediction, vectorising) runs on that band and is
+scored object by object with the SpaceNet F1. The best epoch's checkpoint is kept, with the
+metadata extraction needs; a sidecar ``<output>.resume.pt`` lets a run continue.
+
+Augmentation respects SAR geometry: layover and shadow lie along the look direction, so the
+only flip is the one that keeps it (left-right for north/south-looking scenes); an up-down
+flip or a 180° rotation would teach the model buildings leaning the wrong way. A raster that
+looks the opposite way to the model is rotated by 180° instead, as the SN6 orientation flag
+does.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+import torch.nn.functional as F
+from osgeo import gdal
+from rasterio.features import rasterize
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from .devices import autocast_dtype, describe, resolve_device
+from .extract import ExtractionResult, check_raster, score_extraction
+from .feedback import Feedback, SubFeedback
+from .inference import Predictor, TilingOptions, normalise, predict_probabilities
+from .model import INPUT_MULTIPLE_PX, UNet11
+from .raster_windows import RasterError, RasterInfo, read_window
+from .settings import SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
+from .vector_io import FootprintTable, read_footprints
+from .vectorize import VectorizeOptions, vectorize_probabilities
+from .weights import WeightsError, load_model, save_model
+
+gdal.UseExceptions()
+
+LOOK_DIRECTIONS = ("north", "south", "east", "west")
+OPPOSITE_LOOK = {"north": "south", "south": "north", "east": "west", "west": "east"}
+NORMALISATIONS = ("auto", "sn6", "per-band")
+RESUME_SUFFIX = ".resume.pt"
+RESUME_FORMAT = "sn6_footprints-resume/1"
+BUNDLED = "bundled"  # initial_model value meaning the checkpoint shipped with the plugin
+_STRIP_ROWS = 1024   # rows per read when caching a training region
+_STAT_TILES = 64     # random tiles for per-band mean/std
+
+LabelSource = Union[str, os.PathLike, FootprintTable]
+
+
+class TrainingError(ValueError):
+    """A run that cannot go on; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Everything a training run may set. Defaults: the SN6 baseline recipe, a CPU-sized model."""
+
+    width: float = 0.125                  # channel multiplier (1 = the SN6 baseline)
+    initial_model: str | None = None      # checkpoint to fine-tune, "bundled", or None (random init)
+    tile_size_px: int = 256               # training crop side, multiple of 32
+    batch_size: int = 8
+    epochs: int = 10                      # total epochs (a resumed run continues up to this)
+    steps_per_epoch: int | None = None    # None: about one pass over the training area
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01            # AdamW's default
+    validation_share: float = 0.2         # bottom share of each raster's rows; 0: no validation
+    device: str = "auto"
+    resume: bool = False
+    seed: int = 0
+    normalisation: str = "auto"           # auto: the initial model's, else sn6; or per-band stats
+    look_direction: str | None = None     # the model's; None: the initial model's, else north
+    raster_look_directions: tuple[str | None, ...] | None = None  # per raster; None = the model's
+    label_min_area_m2: float = SN6_MIN_AREA_M2  # footprints this small or smaller stay out of the masks
+    threshold: float = SN6_THRESHOLD
+    focal_weight: float = 10.0
+    focal_gamma: float = 2.0
+    augment: bool = True
+    cache_limit_mb: float = 1024.0        # training regions up to this size are held in RAM
+    description: str | None = None        # what the data is, for the checkpoint's metadata
+
+    def check(self) -> None:
+        if not 0 < self.width <= 4:
+            raise ValueError(f"Width {self.width} must be in (0, 4]; 1 is the SN6 baseline, 0.125 the bundled model.")
+        if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
+            raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
+                             "(the SN6 baseline trains on 512 px crops).")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError("Steps per epoch must be at least 1 (or empty for one pass over the data).")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"Learning rate {self.learning_rate} must be a positive number (default 1e-4).")
+        if not 0 <= self.validation_share < 1:
+            raise ValueError(f"Validation share {self.validation_share} must be in [0, 1) (default 0.2).")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"Normalisation {self.normalisation!r}: choose one of {', '.join(NORMALISATIONS)}.")
+        for look in (self.look_direction, *(self.raster_look_directions or ())):
+            if look is not None and look not in LOOK_DIRECTIONS:
+                raise ValueError(f"Look direction {look!r}: choose one of {', '.join(LOOK_DIRECTIONS)}.")
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of the log: mean training loss and, with validation, the object-level score."""
+
+    epoch: int
+    loss: float
+    steps: int
+    seconds: float
+    val_f1: float | None = None
+    val_precision: float | None = None
+    val_recall: float | None = None
+    val_iou: float | None = None  # area IoU of all predicted vs all true footprints
+    val_tp: int | None = None
+    val_fp: int | None = None
+    val_fn: int | None = None
+
+
+@dataclass
+class TrainingResult:
+    output_path: Path
+    best_epoch: int | None
+    best_f1: float | None
+    epochs: int                      # epochs completed in total (resumed ones included)
+    history: list[EpochRecord]
+    settings: ModelSettings | None   # the best checkpoint's metadata
+    seconds: float
+
+
+# ---------------------------------------------------------------- spatial split and labels
+
+def validation_split_row(height_px: int, validation_share: float) -> int:
+    """First row of the validation band: rows above it train, rows from it on validate."""
+    if validation_share <= 0:
+        return height_px
+    validation_rows = int(round(height_px * validation_share))
+    return height_px - validation_rows
+
+
+def pixel_polygon(window: Window, transform) -> shapely.Polygon:
+    """A window's outline in map coordinates (exact for rotated geotransforms too)."""
+    r0, c0 = window.row_off, window.col_off
+    r1, c1 = r0 + window.height, c0 + window.width
+    return shapely.Polygon([transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+
+def load_footprints(source: LabelSource, crs_wkt: str | None) -> list:
+    """Valid polygons of a label source in the raster's CRS (None and empty dropped)."""
+    if isinstance(source, FootprintTable):
+        table = source
+        if crs_wkt and table.crs_wkt:
+            from .vector_io import reproject
+            table = FootprintTable(reproject([g for g in table.geometries if g is not None],
+                                             table.crs_wkt, crs_wkt), {}, crs_wkt)
+    else:
+        table = read_footprints(source, target_crs=crs_wkt)
+    footprints = []
+    for geometry in table.geometries:
+        if geometry is None or geometry.is_empty:
+            continue
+        if not geometry.is_valid:
+            geometry = geometry.buffer(0)
+        if geometry.geom_type in ("Polygon", "MultiPolygon") and not geometry.is_empty:
+            footprints.append(geometry)
+    return footprints
+
+
+def _name(source) -> str:
+    return Path(str(source)).name if not isinstance(source, FootprintTable) else "layer"
+
+
+class SceneRegion:
+    """The training region of one raster (rows above its validation band) and its labels.
+
+    Crops are read in the raster's own orientation and rotated by 180° afterwards when the
+    raster looks the other way to the model. The region is held in RAM when ``cached``
+    (one read, crops are slices), else every crop is one windowed read from the open file.
+    """
+
+    def __init__(self, dataset, path, footprints: list, split_row: int, rotate_180: bool,
+                 label_min_area_m2: float):
+        self.dataset = dataset
+        self.path = str(path)
+        self.info = RasterInfo.of(dataset)
+        self.split_row = split_row
+        self.rotate_180 = rotate_180
+        self.footprints = footprints  # every polygon, for the validation score
+        m2_per_unit = self.info.pixel_area_m2 / self.info.pixel_area_map_units
+        self.mask_footprints = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
+        self._tree = shapely.STRtree(self.mask_footprints)
+        self.image: np.ndarray | None = None
+        self.mask: np.ndarray | None = None
+        self.valid: np.ndarray | None = None
+
+    @property
+    def training_pixels(self) -> int:
+        return self.split_row * self.info.width
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.training_pixels * (4 * self.info.bands + 2)
+
+    def rasterise(self, window: Window) -> np.ndarray:
+        """The building mask of a window (pixel centres inside a footprint are building)."""
+        shape = (int(window.height), int(window.width))
+        candidates = self._tree.query(pixel_polygon(window, self.info.transform))
+        if len(candidates) == 0:
+            return np.zeros(shape, np.uint8)
+        return rasterize(((self.mask_footprints[i], 1) for i in candidates), out_shape=shape,
+                         transform=window_transform(window, self.info.transform), fill=0, dtype="uint8")
+
+    def cache(self) -> None:
+        """Read the whole training region into RAM, strip by strip."""
+        bands, width = self.info.bands, self.info.width
+        self.image = np.empty((bands, self.split_row, width), np.float32)
+        self.valid = np.empty((self.split_row, width), bool)
+        for top in range(0, self.split_row, _STRIP_ROWS):
+            rows = min(_STRIP_ROWS, self.split_row - top)
+            data, valid = read_window(self.dataset, Window(0, top, width, rows), self.info.nodata)
+            self.image[:, top:top + rows], self.valid[top:top + rows] = data, valid
+        self.mask = self.rasterise(Window(0, 0, width, self.split_row))
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw image (bands, h, w), mask (h, w) uint8, valid (h, w) bool) of a training crop."""
+        if self.image is not None:
+            rows, cols = slice(row, row + height), slice(col, col + width)
+            image, mask, valid = self.image[:, rows, cols].copy(), self.mask[rows, cols], self.valid[rows, cols]
+        else:
+            window = Window(col, row, width, height)
+            image, valid = read_window(self.dataset, window, self.info.nodata)
+            mask = self.rasterise(window)
+        if self.rotate_180:
+            image, mask, valid = image[:, ::-1, ::-1], mask[::-1, ::-1], valid[::-1, ::-1]
+        return image, mask, valid
+
+
+class TrainingData:
+    """Random training crops from the training regions of several rasters.
+
+    Both the crop positions and the flips come from the caller's generator, so a seed fixes
+    the batches, cached or not.
+    """
+
+    def __init__(self, regions: list[SceneRegion], tile_size_px: int, flip_axis: int | None,
+                 cached: bool):
+        self.regions = regions
+        self.tile_size_px = tile_size_px
+        self.flip_axis = flip_axis  # -1: left-right (north/south looking); -2: up-down (east/west)
+        self.cached = cached
+        pixels = np.array([r.training_pixels for r in regions], float)
+        self._region_weights = pixels / pixels.sum()
+
+    @classmethod
+    def open(cls, rasters: Sequence, labels: Sequence[LabelSource], options: TrainingOptions,
+             model_look: str, stack: ExitStack, feedback: Feedback | None = None) -> "TrainingData":
+        """Open every raster (kept open on ``stack``), read its labels, split it, maybe cache it."""
+        feedback = feedback or Feedback()
+        if len(rasters) == 0:
+            raise ValueError("No training raster given; give at least one SAR raster with its footprint layer.")
+        if len(rasters) != len(labels):
+            raise ValueError(f"{len(rasters)} raster(s) but {len(labels)} footprint layer(s): give one "
+                             "footprint layer per raster, in the same order.")
+        looks = options.raster_look_directions or (None,) * len(rasters)
+        if len(looks) != len(rasters):
+            raise ValueError(f"{len(looks)} look direction(s) for {len(rasters)} raster(s).")
+        regions = []
+        for path, label_source, look in zip(rasters, labels, looks):
+            feedback.check_cancelled()
+            dataset = stack.enter_context(rasterio.open(path))
+            info = RasterInfo.of(dataset)
+            name = Path(str(path)).name
+            if info.crs_wkt is None:
+                raise RasterError(f"{name} has no coordinate reference system, so its footprints cannot be "
+                                  "placed on it. Assign its CRS and run again.")
+            split_row = validation_split_row(info.height, options.validation_share)
+            if split_row < INPUT_MULTIPLE_PX:
+                raise RasterError(f"{name} leaves {split_row} training rows (height {info.height} px, validation "
+                                  f"share {options.validation_share:g}); lower the validation share or use a "
+                                  f"taller raster (at least {INPUT_MULTIPLE_PX} training rows).")
+            if 0 < info.height - split_row < INPUT_MULTIPLE_PX:
+                raise RasterError(f"{name}'s validation band would be {info.height - split_row} rows; raise the "
+                                  f"validation share to at least {INPUT_MULTIPLE_PX / info.height:.2f} or set it to 0.")
+            look = look or model_look
+            if look not in (model_look, OPPOSITE_LOOK[model_look]):
+                raise ValueError(f"{name} looks {look} but the model looks {model_look}: a perpendicular look "
+                                 "direction cannot be matched by rotating 180°. Train such scenes separately.")
+            footprints = load_footprints(label_source, info.crs_wkt)
+            regions.append(SceneRegion(dataset, path, footprints, split_row, look != model_look,
+                                       options.label_min_area_m2))
+        bands = {r.info.bands for r in regions}
+        if len(bands) > 1:
+            raise RasterError("The rasters have different band counts (" + ", ".join(
+                f"{Path(r.path).name}: {r.info.bands}" for r in regions) + "); train on rasters with the same bands.")
+        total_mb = sum(r.cache_bytes for r in regions) / 2 ** 20
+        cached = total_mb <= options.cache_limit_mb
+        for region in regions:
+            feedback.check_cancelled()
+            if cached:
+                region.cache()
+        flip_axis = (-1 if model_look in ("north", "south") else -2) if options.augment else None
+        data = cls(regions, options.tile_size_px, flip_axis, cached)
+        for region in regions:
+            info = region.info
+            dropped = len(region.footprints) - len(region.mask_footprints)
+            feedback.info(f"{Path(region.path).name}: {info.width} x {info.height} px, {info.bands} band(s); "
+                          f"training rows 0–{region.split_row}, validation rows {region.split_row}–{info.height}; "
+                          f"{len(region.footprints)} footprint(s), {dropped} of ≤ {options.label_min_area_m2:g} m² "
+                          f"left out of the masks{'; rotated 180°' if region.rotate_180 else ''}")
+        feedback.info(f"Training regions: {total_mb:.0f} MB, " + (
+            "held in RAM" if cached else f"read window by window (over the {options.cache_limit_mb:g} MB cache limit)"))
+        return data
+
+    @property
+    def bands(self) -> int:
+        return self.regions[0].info.bands
+
+    @property
+    def training_pixels(self) -> int:
+        return sum(r.training_pixels for r in self.regions)
+
+    def sample_tile(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One random crop (raw image, mask, valid), padded to the tile size where the region is smaller."""
+        region = self.regions[int(rng.choice(len(self.regions), p=self._region_weights))]
+        tile = self.tile_size_px
+        height, width = min(tile, region.split_row), min(tile, region.info.width)
+        row = int(rng.integers(0, region.split_row - height + 1))
+        col = int(rng.integers(0, region.info.width - width + 1))
+        image, mask, valid = region.read(row, col, height, width)
+        if (height, width) != (tile, tile):
+            pad = ((0, tile - height), (0, tile - width))
+            image = np.pad(image, ((0, 0),) + pad)
+            mask, valid = np.pad(mask, pad), np.pad(valid, pad)
+        if self.flip_axis is not None and rng.random() < 0.5:
+            image, mask, valid = np.flip(image, self.flip_axis), np.flip(mask, self.flip_axis), np.flip(valid, self.flip_axis)
+        return image, mask, valid
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int, settings: ModelSettings):
+        """(normalised images (B, bands, T, T), masks (B, 1, T, T), valid (B, 1, T, T)), float32."""
+        tiles = [self.sample_tile(rng) for _ in range(batch_size)]
+        images = normalise(np.stack([t[0] for t in tiles]).astype(np.float32, copy=False), settings)
+        masks = np.stack([t[1] for t in tiles])[:, None].astype(np.float32)
+        valid = np.stack([t[2] for t in tiles])[:, None].astype(np.float32)
+        return images, masks, valid
+
+    def band_statistics(self, rng: np.random.Generator, tiles: int = _STAT_TILES) -> tuple[tuple, tuple]:
+        """Per-band mean and std over the valid pixels of random training crops."""
+        total = np.zeros(self.bands)
+        squares = np.zeros(self.bands)
+        count = 0
+        for _ in range(tiles):
+            image, _mask, valid = self.sample_tile(rng)
+            values = image[:, valid].astype(np.float64)
+            total += values.sum(axis=1)
+            squares += (values ** 2).sum(axis=1)
+            count += values.shape[1]
+        if count == 0:
+            raise RasterError("The training regions hold no valid pixels (all nodata): nothing to learn from.")
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
+        return tuple(round(float(m), 6) for m in mean), tuple(round(float(max(s, 1e-6)), 6) for s in std)
+
+
+# ---------------------------------------------------------------- loss
+
+def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                    focal_weight: float = 10.0, gamma: float = 2.0, smooth: float = 1.0) -> torch.Tensor:
+    """Soft dice over the batch + ``focal_weight`` x focal loss (γ = ``gamma``, no α), both on
+    logits and over valid pixels only (padding and nodata teach nothing)."""
+    logits = logits.float()
+    probability = torch.sigmoid(logits)
+    intersection = (probability * target * valid).sum()
+    dice = 1 - (2 * intersection + smooth) / ((probability * valid).sum() + (target * valid).sum() + smooth)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_true = probability * target + (1 - probability) * (1 - target)
+    focal = ((1 - p_true) ** gamma * bce * valid).sum() / valid.sum().clamp_min(1.0)
+    return dice + focal_weight * focal
+
+
+# ---------------------------------------------------------------- validation
+
+class ValidationSet:
+    """The validation bands as small VRTs over the rasters (no copy), with their true footprints
+    clipped to the band: the extraction pipeline runs on each and is scored against them."""
+
+    def __init__(self, regions: list[SceneRegion], scratch: str):
+        self.bands = []
+        for index, region in enumerate(regions):
+            info = region.info
+            rows = info.height - region.split_row
+            if rows <= 0:
+                continue
+            vrt = os.path.join(scratch, f"validation_{index}.vrt")
+            gdal.Translate(vrt, str(region.path), format="VRT", srcWin=[0, region.split_row, info.width, rows])
+            outline = pixel_polygon(Window(0, region.split_row, info.width, rows), info.transform)
+            truth = [g.intersection(outline) for g in region.footprints if g.intersects(outline)]
+            self.bands.append((vrt, [g for g in truth if not g.is_empty], region.rotate_180))
+
+    def __bool__(self) -> bool:
+        return bool(self.bands)
+
+    def evaluate(self, model: UNet11, device: torch.device, settings: ModelSettings,
+                 tiling: TilingOptions, feedback: Feedback) -> dict:
+        """Object-level SpaceNet counts pooled over the bands, and the area IoU."""
+        tp = fp = fn = 0
+        intersection = union = 0.0
+        for index, (vrt, truth, rotate_180) in enumerate(self.bands):
+            sub = SubFeedback(feedback, 100.0 * index / len(self.bands), 100.0 * (index + 1) / len(self.bands))
+            predictor = Predictor(model, device, rotate_180=rotate_180)
+            with tempfile.TemporaryDirectory(prefix="sn6-validation-") as scratch:
+                probability_path = os.path.join(scratch, "probability.tif")
+                info = predict_probabilities(vrt, probability_path, predictor, settings, tiling,
+                                             SubFeedback(sub, 0, 90))
+                vectorize = VectorizeOptions(settings.threshold, settings.min_area_m2,
+                                             0.5 * info.pixel_size_map_units)  # 0.5 px, as the baseline
+                geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
+                                                                 SubFeedback(sub, 90, 100))
+            result = ExtractionResult(geometries, attributes, info.crs_wkt, settings, "")
+            report = score_extraction(result, truth)
+            tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
+            predicted, true = shapely.union_all(geometries), shapely.union_all(truth)
+            intersection += predicted.intersection(true).area
+            union += predicted.union(true).area
+        model.train()
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        return dict(val_f1=f1, val_precision=precision, val_recall=recall,
+                    val_iou=intersection / union if union > 0 else 0.0, val_tp=tp, val_fp=fp, val_fn=fn)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def resume_path_for(output_path) -> Path:
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + RESUME_SUFFIX)
+
+
+def _atomic_torch_save(payload, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_resume(path: Path) -> dict:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"The resume file {path.name} cannot be read ({type(exc).__name__}: {exc}); "
+                           "delete it to start afresh.") from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise WeightsError(f"{path.name} is not a resume file of this plugin; delete it to start afresh.")
+    return state
+
+
+def _load_initial_model(initial_model: str) -> tuple[UNet11, ModelSettings]:
+    """The checkpoint to fine-tune ("bundled": the plugin's own model)."""
+    if initial_model == BUNDLED:
+        from .bundled import bundled_model_path
+        initial_model = bundled_model_path()
+    return load_model(initial_model)
+
+
+def _band_names(data: TrainingData) -> tuple[str, ...]:
+    names = data.regions[0].dataset.descriptions
+    if all(names) and len(set(names)) == len(names):
+        return tuple(names)
+    return ModelSettings().with_bands(data.bands).band_names
+
+
+def _describe_data(data: TrainingData, options: TrainingOptions) -> str:
+    if options.description:
+        return options.description
+    parts = [f"{Path(r.path).name} ({len(r.footprints)} footprints)" for r in data.regions]
+    return "UNet11 trained on " + ", ".join(parts)
+
+
+def _base_settings(data: TrainingData, options: TrainingOptions, initial: ModelSettings | None,
+                   model: UNet11, model_look: str, feedback: Feedback) -> ModelSettings:
+    """The new checkpoint's settings: the initial model's where fine-tuning, else the data's."""
+    pixel_sizes = [math.sqrt(r.info.pixel_area_m2) for r in data.regions]
+    if max(pixel_sizes) > 1.1 * min(pixel_sizes):
+        feedback.warning("The rasters' pixel sizes differ (" + ", ".join(f"{p:.2f} m" for p in pixel_sizes)
+                         + "); buildings will have different sizes in pixels.")
+    settings = initial or ModelSettings(band_names=_band_names(data)).with_bands(data.bands)
+    normalisation = options.normalisation
+    if normalisation == "auto":
+        normalisation = "model" if initial else "sn6"
+    if normalisation == "sn6":
+        sn6 = ModelSettings()
+        settings = replace(settings, mean=(sn6.mean[0],) * data.bands, std=(sn6.std[0],) * data.bands,
+                           input_scale="sn6-intensity")
+    elif normalisation == "per-band":
+        mean, std = data.band_statistics(np.random.default_rng([options.seed, 0xBA5D]))
+        settings = replace(settings, mean=mean, std=std, input_scale="per-band statistics of the training data")
+        feedback.info("Per-band normalisation: mean " + ", ".join(f"{m:.3f}" for m in mean)
+                      + "; std " + ", ".join(f"{s:.3f}" for s in std))
+    return replace(settings, architecture="UNet11", width=model.width, pixel_size_m=round(pixel_sizes[0], 6),
+                   threshold=options.threshold, min_area_m2=options.label_min_area_m2, rotate_180=False,
+                   look_direction=model_look, description=_describe_data(data, options),
+                   extra=dict(normalisation=normalisation))
+
+
+def _checkpoint_settings(base: ModelSettings, record: EpochRecord, options: TrainingOptions,
+                         data: TrainingData, total_steps: int) -> ModelSettings:
+    extra = dict(base.extra)
+    extra.update(epoch=record.epoch, steps=total_steps, training_loss=round(record.loss, 6),
+                 validation_f1=None if record.val_f1 is None else round(record.val_f1, 6),
+                 validation_precision=None if record.val_precision is None else round(record.val_precision, 6),
+                 validation_recall=None if record.val_recall is None else round(record.val_recall, 6),
+                 validation_iou=None if record.val_iou is None else round(record.val_iou, 6),
+                 validation_share=options.validation_share,
+                 training_rasters=[Path(r.path).name for r in data.regions],
+                 training_footprints=sum(len(r.footprints) for r in data.regions),
+                 tile_size_px=options.tile_size_px, batch_size=options.batch_size,
+                 learning_rate=options.learning_rate, seed=options.seed,
+                 initial_model=Path(str(options.initial_model)).name if options.initial_model else None,
+                 loss=f"dice + {options.focal_weight:g} x focal (gamma {options.focal_gamma:g})")
+    return replace(base, extra=extra)
+
+
+def _better(record: EpochRecord, best_key: tuple | None) -> tuple[bool, tuple]:
+    """With validation: higher F1, ties (F1 0 early on) broken by area IoU, then lower loss;
+    without: lower loss."""
+    key = (record.val_f1, record.val_iou, -record.loss) if record.val_f1 is not None else (-record.loss,)
+    return best_key is None or tuple(key) > tuple(best_key), key
+
+
+# ---------------------------------------------------------------- the run
+
+def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
+                options: TrainingOptions = TrainingOptions(), feedback: Feedback | None = None) -> TrainingResult:
+    """Train (or fine-tune) a UNet11 and keep the best epoch's checkpoint at ``output_path``.
+
+    ``labels[i]`` holds the footprints of ``rasters[i]``: a vector file (any OGR format, any
+    CRS) or a :class:`FootprintTable`. Raises :class:`Cancelled` when the feedback asks to
+    stop (within one batch); checkpoints already written stay whole and ``resume`` continues.
+    """
+    feedback = feedback or Feedback()
+    options.check()
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    if not output_path.parent.is_dir():
+        raise FileNotFoundError(f"Output folder {output_path.parent} does not exist; create it or choose another path.")
+    resume_path = resume_path_for(output_path)
+    resume_state = None
+    if options.resume:
+        if resume_path.is_file():
+            resume_state = _load_resume(resume_path)
+        else:
+            feedback.warning(f"No resume file {resume_path.name} beside the output: training from the start.")
+    device = resolve_device(options.device)
+
+    with ExitStack() as stack:
+        initial_model, initial_settings = None, None
+        if resume_state is not None:
+            model_look = ModelSettings.from_dict(resume_state["settings"]).look_direction
+        else:
+            if options.initial_model:
+                initial_model, initial_settings = _load_initial_model(options.initial_model)
+            model_look = options.look_direction or (initial_settings.look_direction if initial_settings else "north")
+        data = TrainingData.open(rasters, labels, options, model_look, stack, feedback)
+
+        if resume_state is not None:
+            base = ModelSettings.from_dict(resume_state["settings"])
+            if base.bands != data.bands:
+                raise RasterError(f"The resume file was written for {base.bands} band(s), the rasters have "
+                                  f"{data.bands}; delete {resume_path.name} or train into another output.")
+            model = UNet11(in_channels=base.bands, width=base.width)
+            model.load_state_dict(resume_state["state_dict"], strict=True)
+        else:
+            if initial_model is None:
+                torch.manual_seed(options.seed)
+                model = UNet11(in_channels=data.bands, width=options.width)
+            else:
+                model = initial_model
+                if initial_settings.width != options.width:
+                    feedback.info(f"Width {initial_settings.width:g} comes from the initial model "
+                                  f"(not {options.width:g}).")
+            base = _base_settings(data, options, initial_settings, model, model_look, feedback)
+        for region in data.regions:
+            check_raster(region.info, base, region.path)
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate,
+                                      weight_decay=options.weight_decay)
+        history: list[EpochRecord] = []
+        best_key, best_epoch, start_epoch, total_steps = None, None, 0, 0
+        if resume_state is not None:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            for group in optimizer.param_groups:
+                group["lr"] = options.learning_rate
+            history = [EpochRecord(**r) for r in resume_state["history"]]
+            best_key = tuple(resume_state["best_key"]) if resume_state["best_key"] is not None else None
+            best_epoch, start_epoch = resume_state["best_epoch"], resume_state["epoch"]
+            total_steps = resume_state["steps"]
+            feedback.info(f"Resuming after epoch {start_epoch} (best epoch {best_epoch}).")
+
+        steps = options.steps_per_epoch or max(1, round(data.training_pixels / (options.tile_size_px ** 2 * options.batch_size)))
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="sn6-training-"))
+        validation = ValidationSet(data.regions, scratch)
+        tiling = TilingOptions(options.tile_size_px, min(64, options.tile_size_px // 4), options.batch_size)
+        amp_dtype = autocast_dtype(device)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        feedback.info(f"Device: {describe(device)}; UNet11 width {model.width:g}, "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters; epochs {start_epoch + 1}–"
+                      f"{options.epochs}, {steps} step(s) of {options.batch_size} x {options.tile_size_px} px tiles, "
+                      f"AdamW lr {options.learning_rate:g}; "
+                      + ("validation F1 on the bottom "
+                         f"{options.validation_share:.0%} of each raster" if validation else "no validation"))
+
+        epochs_to_run = max(0, options.epochs - start_epoch)
+        train_share = 90.0 if validation else 100.0
+        for run_index, epoch in enumerate(range(start_epoch + 1, options.epochs + 1)):
+            epoch_started = time.perf_counter()
+            progress_from = 100.0 * run_index / epochs_to_run
+            progress_span = 100.0 / epochs_to_run
+            rng = np.random.default_rng([options.seed, epoch])  # per epoch: a resumed run draws the same tiles
+            losses = []
+            for step in range(steps):
+                feedback.check_cancelled()
+                images, masks, valid = data.sample_batch(rng, options.batch_size, base)
+                x = torch.from_numpy(images).to(device, non_blocking=True)
+                y = torch.from_numpy(masks).to(device, non_blocking=True)
+                w = torch.from_numpy(valid).to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(x)
+                loss = dice_focal_loss(logits, y, w, options.focal_weight, options.focal_gamma)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"The loss became {loss.item()} in epoch {epoch}, step {step + 1}; "
+                                             f"lower the learning rate (now {options.learning_rate:g}).")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                losses.append(loss.item())
+                total_steps += 1
+                feedback.set_progress(progress_from + progress_span * train_share / 100 * (step + 1) / steps)
+            record = EpochRecord(epoch=epoch, loss=float(np.mean(losses)), steps=steps, seconds=0.0)
+            if validation:
+                scores = validation.evaluate(model, device, base, tiling, SubFeedback(
+                    feedback, progress_from + progress_span * train_share / 100, progress_from + progress_span))
+                for key, value in scores.items():
+                    setattr(record, key, value)
+            record.seconds = time.perf_counter() - epoch_started
+            history.append(record)
+            improved, key = _better(record, best_key)
+            if improved:
+                best_key, best_epoch = key, epoch
+                save_model(output_path, model, _checkpoint_settings(base, record, options, data, total_steps))
+            line = f"Epoch {epoch}/{options.epochs}: loss {record.loss:.4f}"
+            if record.val_f1 is not None:
+                line += (f", validation F1 {record.val_f1:.4f} (precision {record.val_precision:.4f}, recall "
+                         f"{record.val_recall:.4f}; TP {record.val_tp}, FP {record.val_fp}, FN {record.val_fn}), "
+                         f"area IoU {record.val_iou:.4f}")
+            line += f"; {record.seconds:.1f} s" + (f" — best so far, saved to {output_path.name}" if improved else "")
+            feedback.info(line)
+            _atomic_torch_save({"format": RESUME_FORMAT, "epoch": epoch, "steps": total_steps,
+                                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                "optimizer": optimizer.state_dict(), "settings": base.to_dict(),
+                                "best_key": list(best_key) if best_key is not None else None,
+                                "best_epoch": best_epoch, "history": [asdict(r) for r in history]},
+                               resume_path)
+            feedback.set_progress(progress_from + progress_span)
+
+    best = next((r for r in history if r.epoch == best_epoch), None)
+    settings = load_model(output_path)[1] if best is not None and output_path.is_file() else None
+    seconds = time.perf_counter() - started
+    if best is not None:
+        feedback.info(f"Best epoch {best.epoch}" + (f", validation F1 {best.val_f1:.4f}" if best.val_f1 is not None else "")
+                      + f": {output_path} ({seconds:.0f} s)")
+    return TrainingResult(output_path, best_epoch, best.val_f1 if best else None, len(history), history,
+                          settings, seconds)

@@ -1,0 +1,205 @@
+"""Processing algorithm: Train footprint model (TernausNet)."""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
+                       QgsVectorLayer, QgsWkbTypes)
+from qgis.PyQt.QtCore import QCoreApplication
+
+from ..core.devices import DEVICE_CHOICES
+from ..core.feedback import Cancelled
+from .core_bridge import ProcessingFeedback, source_geometries
+
+NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127.5 / 31.875)"),
+                         ("sn6", "SN6 SAR-Intensity scale: (x − 127.5) / 31.875 on every band"),
+                         ("per-band", "Per band: mean and std of the training data"))
+LOOK_CHOICES = (None, "north", "south", "east", "west")
+
+HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in SAR, or fine-tunes an existing checkpoint, with the SpaceNet 6 baseline's recipe: dice + 10 × focal loss on the logits, AdamW, random crops, buildings of 20 m² or less left out of the masks.
+
+<b>SAR rasters</b>: one or more file rasters with the same bands (SN6: 4 bands HH, HV, VH, VV). Each needs a CRS.
+<b>Footprint layers</b>: building polygons, one layer per raster, in the same order; any CRS (reprojected to the raster's).
+<b>Model width</b>: channel multiplier; 1 = the SN6 baseline (23 M parameters, a GPU model), 0.125 = the bundled CPU model. Default 0.125. Ignored when an initial model is given.
+<b>Initial model</b> (optional): a UNet11 checkpoint to fine-tune (the SN6 baseline weights, the bundled model in the plugin's <i>models</i> folder, or an earlier run's output). Empty: random initialisation.
+<b>Tile size</b>: px, multiple of 32, side of the random training crops and of the validation tiles. Default 256.
+<b>Batch size</b>: tiles per step. Default 8.
+<b>Epochs</b>: total epochs; with Resume, training continues up to this number. Default 10.
+<b>Learning rate</b>: AdamW. Default 0.0001 (the SN6 baseline's).
+<b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
+<b>Device</b>: auto = CUDA GPU if PyTorch sees one (mixed precision), else CPU. Default auto.
+<b>Resume</b>: continue an interrupted or finished run from the file <i>output</i>.resume.pt written beside the output after every epoch. Default off.
+Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the scenes (default: the initial model's, else north; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20).
+<b>Output model</b>: the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
+
+Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
+
+
+class TrainModelAlgorithm(QgsProcessingAlgorithm):
+    INPUT_RASTERS = "INPUT_RASTERS"
+    LABELS = "LABELS"
+    WIDTH = "WIDTH"
+    INITIAL_MODEL = "INITIAL_MODEL"
+    TILE_SIZE = "TILE_SIZE"
+    BATCH_SIZE = "BATCH_SIZE"
+    EPOCHS = "EPOCHS"
+    LEARNING_RATE = "LEARNING_RATE"
+    VALIDATION_SHARE = "VALIDATION_SHARE"
+    DEVICE = "DEVICE"
+    RESUME = "RESUME"
+    STEPS_PER_EPOCH = "STEPS_PER_EPOCH"
+    SEED = "SEED"
+    NORMALISATION = "NORMALISATION"
+    LOOK_DIRECTION = "LOOK_DIRECTION"
+    MIN_AREA = "MIN_AREA"
+    OUTPUT_MODEL = "OUTPUT_MODEL"
+    BEST_F1 = "BEST_F1"
+    BEST_EPOCH = "BEST_EPOCH"
+
+    def tr(self, text):
+        return QCoreApplication.translate("TrainModelAlgorithm", text)
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return TrainModelAlgorithm()
+
+    def name(self):
+        return "train_model"
+
+    def displayName(self):  # noqa: N802 - QGIS API
+        return self.tr("Train footprint model (TernausNet)")
+
+    def group(self):
+        return ""
+
+    def groupId(self):  # noqa: N802 - QGIS API
+        return ""
+
+    def shortHelpString(self):  # noqa: N802 - QGIS API
+        return self.tr(HELP)
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.INPUT_RASTERS, self.tr("SAR rasters"), QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.LABELS, self.tr("Footprint layers (one per raster, same order)"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WIDTH, self.tr("Model width (1 = SN6 baseline)"), QgsProcessingParameterNumber.Double,
+            defaultValue=0.125, minValue=0.01, maxValue=4.0))
+        self.addParameter(QgsProcessingParameterFile(
+            self.INITIAL_MODEL, self.tr("Initial model to fine-tune (empty: random initialisation)"), optional=True,
+            fileFilter="PyTorch checkpoints (*.pt *.pth *.model);;All files (*.*)"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE_SIZE, self.tr("Tile size [px, multiple of 32]"), QgsProcessingParameterNumber.Integer,
+            defaultValue=256, minValue=32, maxValue=4096))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Integer,
+            defaultValue=8, minValue=1, maxValue=256))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Integer, defaultValue=10,
+            minValue=1, maxValue=100000))
+        learning_rate = QgsProcessingParameterNumber(
+            self.LEARNING_RATE, self.tr("Learning rate (AdamW)"), QgsProcessingParameterNumber.Double,
+            defaultValue=1e-4, minValue=1e-8, maxValue=1.0)
+        learning_rate.setMetadata({"widget_wrapper": {"decimals": 8}})
+        self.addParameter(learning_rate)
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VALIDATION_SHARE, self.tr("Validation share of each raster's rows (bottom band)"),
+            QgsProcessingParameterNumber.Double, defaultValue=0.2, minValue=0.0, maxValue=0.9))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), options=list(DEVICE_CHOICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESUME, self.tr("Resume from <output>.resume.pt"), defaultValue=False))
+        advanced = [
+            QgsProcessingParameterNumber(self.STEPS_PER_EPOCH, self.tr("Steps per epoch (0: one pass over the data)"),
+                                         QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer,
+                                         defaultValue=0, minValue=0),
+            QgsProcessingParameterEnum(self.NORMALISATION, self.tr("Normalisation"),
+                                       options=[label for _, label in NORMALISATION_CHOICES], defaultValue=0),
+            QgsProcessingParameterEnum(self.LOOK_DIRECTION, self.tr("Look direction of the scenes"),
+                                       options=["Initial model's, else north", "North", "South", "East", "West"],
+                                       defaultValue=0),
+            QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum building area in the masks [m²]"),
+                                         QgsProcessingParameterNumber.Double, defaultValue=20.0, minValue=0.0),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODEL, self.tr("Output model"), fileFilter="PyTorch checkpoint (*.pt)"))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_F1, self.tr("Validation F1 of the kept epoch")))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Kept epoch")))
+
+    def _rasters(self, parameters, context) -> list[QgsRasterLayer]:
+        layers = self.parameterAsLayerList(parameters, self.INPUT_RASTERS, context)
+        if not layers:
+            raise QgsProcessingException(self.tr("Choose at least one SAR raster."))
+        for layer in layers:
+            if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+                raise QgsProcessingException(self.tr(
+                    f"Layer '{layer.name()}' is not a file raster; save it as GeoTIFF (Export ▸ Save As…) "
+                    "and use that file."))
+            if not layer.crs().isValid():
+                raise QgsProcessingException(self.tr(
+                    f"Raster '{layer.name()}' has no CRS, so its footprints cannot be placed on it; assign its "
+                    "CRS (Raster ▸ Projections ▸ Assign Projection) and run again."))
+        return layers
+
+    def _labels(self, parameters, context, rasters, feedback) -> list:
+        """Footprints of each raster, read through QGIS (any provider) and reprojected to its CRS."""
+        from ..core.vector_io import FootprintTable
+
+        layers = self.parameterAsLayerList(parameters, self.LABELS, context)
+        if len(layers) != len(rasters):
+            raise QgsProcessingException(self.tr(
+                f"{len(rasters)} raster(s) but {len(layers)} footprint layer(s): choose one footprint layer per "
+                "raster, in the same order."))
+        tables = []
+        for layer, raster in zip(layers, rasters):
+            if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
+                raise QgsProcessingException(self.tr(
+                    f"Layer '{layer.name()}' is not a polygon layer; footprints must be polygons."))
+            geometries, _ids = source_geometries(layer, raster.crs(), context, feedback)
+            if feedback.isCanceled():
+                raise QgsProcessingException(self.tr("Cancelled by the user; no model was written."))
+            feedback.pushInfo(self.tr(f"{layer.name()}: {len(geometries)} footprint(s) for {raster.name()}"))
+            tables.append(FootprintTable(geometries, {}, raster.crs().toWkt()))
+        return tables
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from ..core.training import TrainingOptions, train_model
+
+        rasters = self._rasters(parameters, context)
+        labels = self._labels(parameters, context, rasters, feedback)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        if not output:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_MODEL))
+        steps = self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context)
+        options = TrainingOptions(
+            width=self.parameterAsDouble(parameters, self.WIDTH, context),
+            initial_model=self.parameterAsFile(parameters, self.INITIAL_MODEL, context) or None,
+            tile_size_px=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            steps_per_epoch=steps or None,
+            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
+            device=DEVICE_CHOICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            resume=self.parameterAsBoolean(parameters, self.RESUME, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            normalisation=NORMALISATION_CHOICES[self.parameterAsEnum(parameters, self.NORMALISATION, context)][0],
+            look_direction=LOOK_CHOICES[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)],
+            label_min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context))
+        paths = [layer.source().split("|")[0] for layer in rasters]
+        try:
+            result = train_model(paths, labels, output, options, ProcessingFeedback(feedback))
+        except Cancelled:
+            raise QgsProcessingException(self.tr(
+                "Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
+                "one was written); run again with Resume to continue."))
+        except (ValueError, FileNotFoundError) as error:  # the core's messages name the fix
+            raise QgsProcessingException(str(error))
+        return {self.OUTPUT_MODEL: str(result.output_path), self.BEST_F1: result.best_f1,
+                self.BEST_EPOCH: result.best_epoch}

@@ -1,0 +1,227 @@
+"""Training: the recipe lowers the loss, checkpoints are whole and loadable, cancel and resume
+work, the validation band is never trained on, flips keep the look direction."""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from sn6_footprints.core.feedback import Cancelled, Feedback
+from sn6_footprints.core.training import (TrainingData, TrainingOptions, resume_path_for, train_model,
+                                          validation_split_row)
+from sn6_footprints.core.vector_io import reproject, write_footprints
+from sn6_footprints.core.weights import load_model
+from tests.helpers.models import boxes_scene, write_raster
+
+TRANSFORM = Affine(0.5, 0, 594000, 0, -0.5, 5750000)
+SIZE = 128
+BOXES = [(r, c, r + 12, c + 12) for r in range(4, SIZE - 4, 20) for c in range(4, SIZE - 4, 20)]
+TINY_BOX = (118, 118, 122, 122)  # 4 x 4 px = 4 m²: left out of the masks
+# Tiny and fast: a 1/16-width model, 64 px tiles, a few steps per epoch.
+FAST = TrainingOptions(width=1 / 16, tile_size_px=64, batch_size=4, epochs=3, steps_per_epoch=4,
+                       learning_rate=1e-3, validation_share=0.25)
+
+
+def box_polygon(box, transform=TRANSFORM):
+    r0, c0, r1, c1 = box
+    return shapely.Polygon([transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+
+def write_labels(path, boxes, crs="EPSG:4326"):
+    """Footprints of pixel boxes, stored in another CRS than the raster's (EPSG:32631)."""
+    polygons = reproject([box_polygon(b) for b in boxes], "EPSG:32631", crs)
+    return write_footprints(path, polygons, {"id": list(range(len(polygons)))}, crs=crs)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene")
+    raster = write_raster(folder / "scene.tif", boxes_scene(SIZE, SIZE, BOXES + [TINY_BOX]))
+    labels = write_labels(folder / "scene.gpkg", BOXES + [TINY_BOX])
+    return raster, labels
+
+
+def open_data(stack, raster, labels, look="north", **options):
+    return TrainingData.open([raster], [labels], replace(FAST, **options), look, stack)
+
+
+def test_a_tiny_run_lowers_the_loss_and_writes_a_loadable_checkpoint(scene, tmp_path):
+    raster, labels = scene
+    output = tmp_path / "model.pt"
+    result = train_model([raster], [labels], output, FAST)
+    losses = [record.loss for record in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert all(record.val_f1 is not None for record in result.history)
+    model, settings = load_model(output)
+    assert model.width == settings.width == 1 / 16 and settings.bands == 4
+    assert settings.band_names == ("HH", "HV", "VH", "VV")
+    assert settings.mean == (127.5,) * 4 and settings.std == (31.875,) * 4
+    assert settings.pixel_size_m == pytest.approx(0.5) and settings.threshold == 0.5
+    assert settings.look_direction == "north" and not settings.rotate_180
+    assert "scene.tif" in settings.description
+    assert settings.extra["epoch"] == result.best_epoch
+    assert settings.extra["validation_f1"] == pytest.approx(result.best_f1, abs=1e-6)
+    assert settings.extra["training_rasters"] == ["scene.tif"]
+    assert json.dumps(settings.to_dict())  # plain values only
+    assert resume_path_for(output).is_file()
+
+
+class CancelAtBatch(Feedback):
+    """Cancels once ``at`` training batches have reported progress; counts what follows."""
+
+    def __init__(self, at: int):
+        self.at, self.progress_calls, self.calls_after_cancel = at, 0, 0
+
+    def set_progress(self, percent: float) -> None:
+        if self.progress_calls >= self.at:
+            self.calls_after_cancel += 1
+        self.progress_calls += 1
+
+    def is_cancelled(self) -> bool:
+        return self.progress_calls >= self.at
+
+
+def test_cancel_stops_before_the_next_batch_and_writes_no_checkpoint(scene, tmp_path):
+    raster, labels = scene
+    feedback = CancelAtBatch(at=2)
+    with pytest.raises(Cancelled):
+        train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, validation_share=0), feedback)
+    assert feedback.calls_after_cancel == 0
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no resume file, no temporary leftovers
+
+
+def test_cancel_in_a_later_epoch_keeps_the_finished_epochs_checkpoint_whole(scene, tmp_path):
+    raster, labels = scene
+    output = tmp_path / "model.pt"
+    with pytest.raises(Cancelled):
+        train_model([raster], [labels], output, replace(FAST, validation_share=0), CancelAtBatch(at=6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.pt.resume.pt"]
+    assert load_model(output)[1].extra["epoch"] == 1
+
+
+def test_resume_continues_from_the_saved_epoch_as_if_never_stopped(scene, tmp_path):
+    raster, labels = scene
+    options = replace(FAST, epochs=2, steps_per_epoch=2, validation_share=0)
+    straight = train_model([raster], [labels], tmp_path / "straight.pt", options)
+    first = train_model([raster], [labels], tmp_path / "resumed.pt", replace(options, epochs=1))
+    assert first.epochs == 1
+    resumed = train_model([raster], [labels], tmp_path / "resumed.pt", replace(options, resume=True))
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    assert resumed.history[0].loss == first.history[0].loss
+    assert [r.loss for r in resumed.history] == pytest.approx([r.loss for r in straight.history], rel=1e-5)
+
+
+def test_validation_rows_are_never_in_training_tiles(tmp_path):
+    data = boxes_scene(SIZE, SIZE, BOXES)
+    split = validation_split_row(SIZE, 0.25)
+    assert split == 96
+    data[:, split:] = 999.0  # marks the validation band
+    raster = write_raster(tmp_path / "marked.tif", data)
+    labels = write_labels(tmp_path / "marked.gpkg", BOXES)
+    rng = np.random.default_rng(0)
+    with ExitStack() as stack:
+        training = open_data(stack, raster, labels)
+        assert [r.split_row for r in training.regions] == [96]
+        tiles = [training.sample_tile(rng) for _ in range(200)]
+    assert max(float(image.max()) for image, _, _ in tiles) < 999.0
+    assert all(image.shape == (4, 64, 64) for image, _, _ in tiles)
+
+
+def test_masks_come_from_reprojected_footprints_without_small_buildings(scene):
+    raster, labels = scene
+    expected = np.zeros((96, SIZE), np.uint8)
+    for r0, c0, r1, c1 in BOXES:
+        expected[r0:min(r1, 96), c0:c1] = 1
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels)
+        region = data.regions[0]
+        assert len(region.footprints) == len(BOXES) + 1 and len(region.mask_footprints) == len(BOXES)
+        np.testing.assert_array_equal(region.mask, expected)
+
+
+def test_windowed_reading_gives_the_same_tiles_as_the_cache(scene):
+    raster, labels = scene
+    with ExitStack() as stack:
+        cached = open_data(stack, raster, labels)
+        windowed = open_data(stack, raster, labels, cache_limit_mb=0)
+        assert cached.cached and not windowed.cached
+        for a, b in zip(cached.sample_batch(np.random.default_rng(3), 6, load_settings()),
+                        windowed.sample_batch(np.random.default_rng(3), 6, load_settings())):
+            np.testing.assert_array_equal(a, b)
+
+
+def load_settings():
+    from sn6_footprints.core.settings import ModelSettings
+    return ModelSettings()
+
+
+@pytest.fixture(scope="module")
+def gradient_raster(tmp_path_factory):
+    """Band 1 grows down the rows, band 2 along the columns: flips show in the tiles."""
+    folder = tmp_path_factory.mktemp("gradient")
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    data = np.stack([rows + 100, cols + 100, rows + 100, cols + 100])
+    return write_raster(folder / "gradient.tif", data), write_labels(folder / "gradient.gpkg", BOXES)
+
+
+@pytest.mark.parametrize("raster_look, rows_grow_down", [("north", True), ("south", False)])
+def test_flips_keep_the_look_direction_and_opposite_scenes_are_rotated(gradient_raster, raster_look, rows_grow_down):
+    raster, labels = gradient_raster
+    rng = np.random.default_rng(0)
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, validation_share=0, raster_look_directions=(raster_look,))
+        tiles = [data.sample_tile(rng)[0] for _ in range(40)]
+    down = [bool((np.diff(t[0], axis=0) > 0).all()) for t in tiles]
+    up = [bool((np.diff(t[0], axis=0) < 0).all()) for t in tiles]
+    assert all(down) if rows_grow_down else all(up)  # never an up-down flip: layover stays on its side
+    right = [bool((np.diff(t[1], axis=1) > 0).all()) for t in tiles]
+    assert 0 < sum(right) < len(tiles)  # left-right flips happen, about half the time
+
+
+def test_per_band_normalisation_is_stored_in_the_checkpoint(scene, tmp_path):
+    raster, labels = scene
+    options = replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0, normalisation="per-band")
+    train_model([raster], [labels], tmp_path / "model.pt", options)
+    settings = load_model(tmp_path / "model.pt")[1]
+    assert settings.extra["normalisation"] == "per-band"
+    assert 60 < settings.mean[0] < 255 and settings.std[0] > 10
+
+
+def test_fine_tuning_starts_from_the_initial_checkpoint(scene, tmp_path):
+    raster, labels = scene
+    options = replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0)
+    train_model([raster], [labels], tmp_path / "first.pt", options)
+    train_model([raster], [labels], tmp_path / "tuned.pt",
+                replace(options, initial_model=str(tmp_path / "first.pt"), width=0.5))
+    settings = load_model(tmp_path / "tuned.pt")[1]
+    assert settings.width == 1 / 16 and settings.extra["initial_model"] == "first.pt"
+
+
+def test_mismatched_inputs_are_clear_errors(scene, tmp_path):
+    raster, labels = scene
+    with pytest.raises(ValueError, match="1 raster\\(s\\) but 2 footprint layer"):
+        train_model([raster], [labels, labels], tmp_path / "model.pt", FAST)
+    with pytest.raises(ValueError, match="Tile size 50 px must be a multiple of 32"):
+        train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, tile_size_px=50))
+    with pytest.raises(ValueError, match="validation share"):
+        train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, validation_share=0.8))
+
+
+def test_cli_trains_and_prints_a_json_summary(scene, tmp_path, capsys):
+    from sn6_footprints.cli import main
+
+    raster, labels = scene
+    output = tmp_path / "cli.pt"
+    code = main(["train", "--raster", str(raster), "--labels", str(labels), "--output", str(output),
+                 "--width", "0.0625", "--epochs", "1", "--steps-per-epoch", "1", "--tile-size", "64",
+                 "--batch-size", "2", "--val-share", "0.25", "--json", "--quiet"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 1 and summary["best_epoch"] == 1 and output.is_file()
+    assert main(["train", "--raster", str(raster), "--output", str(output), "--labels", str(labels),
+                 "--labels", str(labels)]) == 2

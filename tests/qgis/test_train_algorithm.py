@@ -1,0 +1,96 @@
+"""The training algorithm in real QGIS: registry, processing.run, outputs, errors, cancellation."""
+from __future__ import annotations
+
+import processing
+import pytest
+import shapely
+from affine import Affine
+from qgis.core import (QgsApplication, QgsFeatureRequest, QgsProcessingException, QgsProcessingFeedback,
+                       QgsVectorLayer)
+
+from sn6_footprints.core.vector_io import reproject, write_footprints
+from sn6_footprints.core.weights import load_model
+from sn6_footprints.processing_provider.train_model import TrainModelAlgorithm
+from tests.helpers.models import boxes_scene, write_raster
+
+ALG = "sn6_footprints:train_model"
+BOXES = [(r, c, r + 12, c + 12) for r in range(4, 124, 20) for c in range(4, 124, 20)]
+FAST = {"WIDTH": 0.0625, "TILE_SIZE": 64, "BATCH_SIZE": 2, "EPOCHS": 2, "STEPS_PER_EPOCH": 2,
+        "LEARNING_RATE": 0.001, "VALIDATION_SHARE": 0.25}
+
+
+@pytest.fixture(scope="module")
+def algorithm(plugin):
+    """The provider as the plugin registers it, with this algorithm added if provider.py lacks it."""
+    provider = QgsApplication.processingRegistry().providerById("sn6_footprints")
+    if QgsApplication.processingRegistry().algorithmById(ALG) is None:
+        provider.addAlgorithm(TrainModelAlgorithm())
+    return QgsApplication.processingRegistry().algorithmById(ALG)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train_scene")
+    transform = Affine(0.5, 0, 594000, 0, -0.5, 5750000)
+    raster = write_raster(folder / "scene.tif", boxes_scene(128, 128, BOXES), transform=transform)
+    polygons = [shapely.box(*(transform * (c0, r1)), *(transform * (c1, r0)))
+                for r0, c0, r1, c1 in BOXES]
+    labels = write_footprints(folder / "scene.gpkg", reproject(polygons, "EPSG:32631", "EPSG:4326"),
+                              crs="EPSG:4326")
+    return raster, labels
+
+
+def run_train(raster, labels, output, feedback=None, **extra):
+    parameters = {"INPUT_RASTERS": [str(raster)], "LABELS": [str(labels)], "OUTPUT_MODEL": str(output), **FAST}
+    parameters.update(extra)
+    return processing.run(ALG, parameters, feedback=feedback)
+
+
+def test_algorithm_declares_its_parameters_and_outputs(algorithm):
+    assert algorithm.displayName() == "Train footprint model (TernausNet)"
+    names = {p.name() for p in algorithm.parameterDefinitions()}
+    assert {"INPUT_RASTERS", "LABELS", "WIDTH", "INITIAL_MODEL", "TILE_SIZE", "BATCH_SIZE", "EPOCHS",
+            "LEARNING_RATE", "VALIDATION_SHARE", "DEVICE", "RESUME", "OUTPUT_MODEL"} <= names
+    assert {"BEST_F1", "BEST_EPOCH", "OUTPUT_MODEL"} <= {o.name() for o in algorithm.outputDefinitions()}
+    help_text = algorithm.shortHelpString()
+    assert "Default 256" in help_text and "Default 0.0001" in help_text
+
+
+def test_training_writes_the_best_checkpoint_and_reports_its_f1(algorithm, scene, tmp_path):
+    raster, labels = scene
+    result = run_train(raster, labels, tmp_path / "model.pt")
+    assert result["OUTPUT_MODEL"] == str(tmp_path / "model.pt")
+    assert 0.0 <= result["BEST_F1"] <= 1.0 and result["BEST_EPOCH"] in (1, 2)
+    model, settings = load_model(result["OUTPUT_MODEL"])
+    assert settings.width == 0.0625 and settings.extra["epoch"] == result["BEST_EPOCH"]
+    assert settings.extra["validation_f1"] == pytest.approx(result["BEST_F1"], abs=1e-6)
+
+
+def test_footprint_layers_from_any_provider_are_read_through_qgis(algorithm, scene, tmp_path):
+    raster, labels = scene
+    memory = QgsVectorLayer(str(labels), "footprints", "ogr").materialize(QgsFeatureRequest())
+    assert memory.providerType() == "memory" and memory.featureCount() == len(BOXES)
+    result = run_train(raster, labels, tmp_path / "memory.pt", LABELS=[memory], EPOCHS=1, VALIDATION_SHARE=0)
+    assert result["BEST_EPOCH"] == 1 and result["BEST_F1"] is None
+
+
+def test_one_footprint_layer_per_raster_is_required(algorithm, scene, tmp_path):
+    raster, labels = scene
+    with pytest.raises(QgsProcessingException, match="one footprint layer per"):
+        run_train(raster, labels, tmp_path / "model.pt", LABELS=[str(labels), str(labels)])
+    assert not (tmp_path / "model.pt").exists()
+
+
+class CancelAtFirstProgress(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.progressChanged.connect(lambda value: value > 0 and self.cancel())
+
+
+def test_cancel_stops_and_writes_no_model(algorithm, scene, tmp_path):
+    raster, labels = scene
+    feedback = CancelAtFirstProgress()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run_train(raster, labels, tmp_path / "model.pt", feedback=feedback, EPOCHS=5)
+    assert feedback.isCanceled() and feedback.progress() < 20
+    assert list(tmp_path.iterdir()) == []
