@@ -28,6 +28,7 @@ class Sn6FootprintsProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
         from .extract_footprints import ExtractFootprintsAlgorithm
         from .score_footprints import ScoreFootprintsAlgorithm
+        from .train_model import TrainModelAlgorithm
 
-        for algorithm in (ExtractFootprintsAlgorithm(), ScoreFootprintsAlgorithm()):
+        for algorithm in (ExtractFootprintsAlgorithm(), ScoreFootprintsAlgorithm(), TrainModelAlgorithm()):
             self.addAlgorithm(algorithm)
