@@ -145,7 +145,8 @@ class _CellBuilder:
         to something already placed."""
         if self.rng.random() >= self.keep:
             return False
-        poly = shapely.union_all([rect_polygon(*p[:5]) for p in parts]) if len(parts) > 1 else rect_polygon(*parts[0][:5])
+        polys = [rect_polygon(*p[:5]) for p in parts]
+        poly = shapely.union_all(polys) if len(polys) > 1 else polys[0]
         if check and not self.is_free(poly, gap):
             return False
         r = self.rng
@@ -394,6 +395,7 @@ def _l_shape(r, fr, u, v, eave, jitter, arms, widths):
     """Two rectangles sharing a corner square; both at least 6 m wide."""
     a, b = r.uniform(*arms), r.uniform(*arms)
     wa, wb = r.uniform(*widths), r.uniform(*widths)
+    b = max(b, wa + MIN_BUILDING_SIDE_M)   # the wing sticks out at least 6 m
     c, s = math.cos(jitter), math.sin(jitter)
     ridge_a, kind_a = _roof(r, 0.4, eave, half_width=wa / 2)
     ridge_b = ridge_a if kind_a == FLAT else eave + (ridge_a - eave) * wb / wa
@@ -655,13 +657,15 @@ class World:
                 spacing = r.uniform(7, 12)
                 off = 1.5
                 for t in np.arange(r.uniform(0, spacing), length, spacing):
+                    if r.random() < 0.2:   # a gap in the row
+                        continue
                     if vertical:
                         x = sx1 - off if sx0 < px0 else sx0 + off
                         y = sy0 + t
                     else:
                         x = sx0 + t
                         y = sy1 - off if sy0 < py0 else sy0 + off
-                    cb.tree(x, y, r.uniform(2.0, 4.0), r.uniform(7, 15))
+                    cb.tree(x + r.normal(0, 0.4), y + r.normal(0, 0.4), r.uniform(2.0, 4.5), r.uniform(7, 16))
 
     def buildings_in(self, xmin, ymin, xmax, ymax):
         """(footprint polygon, Building) of every building owned by cells meeting the box."""

@@ -56,11 +56,11 @@ ROOF_SPECULAR = 6.0       # relative to the diffuse part at 35 degrees, at norma
 ROOF_SLOPE_RMS = 0.28     # rms slope of the specular lobe
 FACADE_DB = np.array([-6.0, -11.0, -11.0, -5.5])        # per image pixel of a wall facing the sensor
 METAL_FACADE_DB = np.array([2.0, -6.0, -6.0, 2.0])
-WINDOW_DB = np.array([7.0, -3.0, -3.0, 6.5])            # floor-line corner reflectors, per point
+WINDOW_DB = np.array([7.0, -3.0, -3.0, 7.0])            # floor-line corner reflectors, per point
 EDGE_DB = np.array([3.0, -7.0, -7.0, 3.0])              # roof edge facing the sensor
 # Dihedral wall-ground, per pixel of wall base, 10 m wall square to the look direction.
-DIHEDRAL_DB = np.array([20.0, 0.0, 0.0, 19.5])
-METAL_DIHEDRAL_DB = np.array([23.0, 3.0, 3.0, 22.5])
+DIHEDRAL_DB = np.array([20.0, 0.0, 0.0, 20.5])
+METAL_DIHEDRAL_DB = np.array([23.0, 3.0, 3.0, 23.0])
 DIHEDRAL_WIDTH_DEG = 11.0   # e-folding aspect angle of the dihedral lobe
 MULTIPATH = 0.006           # fraction of wall and dihedral power arriving late (triple bounce)
 MULTIPATH_BANDS = np.array([1.0, 0.3, 0.3, 0.9], dtype=np.float32)
@@ -68,7 +68,7 @@ NOISE_DB = np.array([-18.8, -19.0, -18.9, -18.3])        # thermal noise floor (
 VH_IMBALANCE_DB = 0.3       # VH a little hotter than HV: channel imbalance, not physics
 # Polarimetric crosstalk: a little co-pol power leaks into the cross-pol channels (more into VH),
 # which is why bright targets are brighter in VH than in HV in the real data.
-CROSSTALK_DB = np.array([-24.5, -17.5])    # into HV, into VH
+CROSSTALK_DB = np.array([-24.5, -16.5])    # into HV, into VH
 POINT_SIDELOBE = 0.15
 TREE_SHADOW = 0.3           # two-way transmission through a crown
 

@@ -214,8 +214,15 @@ def simulate_scene(raster_path, labels_path=None, *, width_px: int = 1024, heigh
     raster_path = Path(raster_path)
     if not raster_path.parent.is_dir():
         raise FileNotFoundError(f"output folder {raster_path.parent} does not exist")
-    if labels_path is not None and Path(labels_path).resolve() == raster_path.resolve():
-        raise ValueError("the labels path is the raster path; choose two different files")
+    if labels_path is not None:
+        from ..vector_io import DRIVERS_BY_SUFFIX
+
+        if Path(labels_path).resolve() == raster_path.resolve():
+            raise ValueError("the labels path is the raster path; choose two different files")
+        if Path(labels_path).suffix.lower() not in DRIVERS_BY_SUFFIX:   # fail before rendering, not after
+            raise ValueError(f"unknown vector format {Path(labels_path).suffix!r}; use .gpkg or .geojson")
+        if not Path(labels_path).parent.is_dir():
+            raise FileNotFoundError(f"output folder {Path(labels_path).parent} does not exist")
 
     feedback.info(f"simulating {params.width_px} x {params.height_px} px, seed {params.seed}, "
                   f"{params.look_direction}-looking at {params.incidence_deg:g} deg, layout {params.layout}")
@@ -233,7 +240,8 @@ def simulate_scene(raster_path, labels_path=None, *, width_px: int = 1024, heigh
     tmp = raster_path.with_name(f".{raster_path.name}.partial")
     blocks = list(sim.blocks())
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        # a small GDAL block cache: written tiles go to disk instead of piling up in memory
+        with rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024), rasterio.open(tmp, "w", **profile) as dst:
             for i, (bi, bj, r0, c0, h, w) in enumerate(blocks):
                 feedback.check_cancelled()
                 values = sim.render_block(bi, bj)["values"]
@@ -245,7 +253,8 @@ def simulate_scene(raster_path, labels_path=None, *, width_px: int = 1024, heigh
             dst.update_tags(SIMULATION=json.dumps(meta), BAND_ORDER=",".join(BANDS),
                             SCALE=("SN6 SAR-Intensity: value = gain[band] * dB + offset[band], gains %s, offsets %s "
                                    "(HH, HV, VH, VV); 0 = nodata"
-                                   % (", ".join(f"{g:g}" for g in SN6_DB_GAIN), ", ".join(f"{o:g}" for o in SN6_DB_OFFSET)))
+                                   % (", ".join(f"{g:g}" for g in SN6_DB_GAIN),
+                                      ", ".join(f"{o:g}" for o in SN6_DB_OFFSET)))
                             if params.scale == "sn6" else "dB (10 log10 of linear intensity); NaN = nodata",
                             LOOK_DIRECTION=params.look_direction)
         if labels_path is not None:
