@@ -520,7 +520,7 @@ def layout_dense(cb: _CellBuilder, plot):
         u = -reach + r.uniform(0, 6)
         while u < reach:
             length = r.uniform(6, 24)
-            eave = float(np.clip(r.lognormal(math.log(12), 0.45), 3.0, 38.0))
+            eave = float(np.clip(r.lognormal(math.log(12), 0.45), 3.0, 32.0))
             ridge, kind = _roof(r, 0.25, eave, half_width=depth / 2)
             parts = [frame.rect(u + length / 2, v + depth / 2, length / 2, depth / 2, eave, ridge, kind)]
             shape = "rectangle"
