@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--min-area", type=float, help="minimum building area in m² (default: the model's, 20)")
     p.add_argument("--simplify", type=float, default=0.5, help="tolerance in map units (default 0.5)")
     p.add_argument("--rotate-180", choices=("model", "yes", "no"), default="model",
-                   help="SN6 orientation flag (default: the model's setting)")
+                   help="SN6 orientation flag (default 'model': rotate when the raster's LOOK_DIRECTION tag "
+                        "is opposite to the model's look direction, else the model's setting)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--look-direction", choices=LOOKS,
                    help="the model's look direction (default: the initial model's, else north)")
     p.add_argument("--raster-look", action="append", choices=LOOKS,
-                   help="look direction of each raster, in --raster order (opposite to the model's: rotated 180°)")
+                   help="look direction of each raster, in --raster order (default: its LOOK_DIRECTION tag, else the model's; opposite to the model's: rotated 180°)")
     p.add_argument("--min-area", type=float, default=20.0,
                    help="footprints of this area in m² or less stay out of the masks (default 20)")
     p.add_argument("--no-augment", action="store_true", help="no flips along the look direction")

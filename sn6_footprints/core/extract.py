@@ -17,7 +17,7 @@ from .bundled import bundled_model_path
 from .devices import describe, resolve_device
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, predict_probabilities
-from .raster_windows import RasterError, RasterInfo
+from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, raster_look_direction
 from .settings import ModelSettings
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import load_model
@@ -77,9 +77,16 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         settings = replace(settings, threshold=options.threshold)
     if options.min_area_m2 is not None:
         settings = replace(settings, min_area_m2=options.min_area_m2)
-    rotate_180 = settings.rotate_180 if options.rotate_180 is None else options.rotate_180
     with rasterio.open(raster_path) as dataset:
         info = RasterInfo.of(dataset)
+        raster_look = raster_look_direction(dataset)
+    rotate_180 = options.rotate_180
+    if rotate_180 is None:
+        rotate_180 = settings.rotate_180
+        if raster_look is not None and OPPOSITE_LOOK[raster_look] == settings.look_direction:
+            rotate_180 = not rotate_180
+            feedback.info(f"The raster is {raster_look}-looking and the model {settings.look_direction}-looking: "
+                          "rotating it 180° for inference.")
     check_raster(info, settings, raster_path)
     device = resolve_device(options.device)
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"

@@ -90,6 +90,17 @@ class UNet11(nn.Module):
         self.dec2 = DecoderBlock(nf * 2 + c(128), nf * 4, nf)
         self.dec1 = ConvRelu(nf + c(64), nf)
         self.final = nn.Conv2d(nf, 1, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation for every convolution: without batch norm, PyTorch's default
+        init lets activations shrink through the eleven-layer encoder and training from
+        scratch stalls. (Loaded checkpoints overwrite all of this.)"""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out" if isinstance(module, nn.Conv2d)
+                                        else "fan_in", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv1 = self.relu(self.conv1(x))

@@ -86,3 +86,14 @@ def read_window(dataset, window: Window, nodata: float | None) -> tuple[np.ndarr
         valid &= ~(data == np.float32(nodata)).all(axis=0)
     data[:, ~valid] = 0.0
     return data, valid
+
+
+LOOK_DIRECTION_TAG = "LOOK_DIRECTION"
+OPPOSITE_LOOK = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+
+def raster_look_direction(dataset) -> str | None:
+    """The look direction a raster declares in its ``LOOK_DIRECTION`` metadata tag (the
+    simulator writes it; SN6 tiles carry none: use their orientation flag instead)."""
+    tag = str(dataset.tags().get(LOOK_DIRECTION_TAG, "")).strip().lower()
+    return tag if tag in OPPOSITE_LOOK else None

@@ -50,7 +50,7 @@ from scipy import ndimage
 
 from .extract import ExtractionResult
 from .feedback import Feedback, SubFeedback
-from .raster_windows import RasterError, RasterInfo, read_window
+from .raster_windows import RasterError, RasterInfo, raster_look_direction, read_window
 from .settings import SN6_BAND_NAMES, SN6_MIN_AREA_M2, ModelSettings
 from .simulation.scale import db_from_sn6, linear_from_db
 from .vectorize import VectorizeOptions, vectorize_probabilities
@@ -153,8 +153,8 @@ def span_score(data: np.ndarray, valid: np.ndarray, options: SpanBaselineOptions
 def _look_direction(dataset, options: SpanBaselineOptions) -> str:
     if options.look_direction is not None:
         return options.look_direction
-    tag = str(dataset.tags().get("LOOK_DIRECTION", "north")).strip().lower()
-    return tag if tag in LOOK_DIRECTIONS else "north"
+    look = raster_look_direction(dataset)
+    return look if look in LOOK_DIRECTIONS else "north"
 
 
 def baseline_settings(options: SpanBaselineOptions) -> ModelSettings:

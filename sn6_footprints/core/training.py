@@ -39,7 +39,7 @@ from .extract import ExtractionResult, check_raster, score_extraction
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, normalise, predict_probabilities
 from .model import INPUT_MULTIPLE_PX, UNet11
-from .raster_windows import RasterError, RasterInfo, read_window
+from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, raster_look_direction, read_window
 from .settings import SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable, read_footprints
 from .vectorize import VectorizeOptions, vectorize_probabilities
@@ -48,7 +48,6 @@ from .weights import WeightsError, load_model, save_model
 gdal.UseExceptions()
 
 LOOK_DIRECTIONS = ("north", "south", "east", "west")
-OPPOSITE_LOOK = {"north": "south", "south": "north", "east": "west", "west": "east"}
 NORMALISATIONS = ("auto", "sn6", "per-band")
 RESUME_SUFFIX = ".resume.pt"
 RESUME_FORMAT = "sn6_footprints-resume/1"
@@ -81,7 +80,7 @@ class TrainingOptions:
     seed: int = 0
     normalisation: str = "auto"           # auto: the initial model's, else sn6; or per-band stats
     look_direction: str | None = None     # the model's; None: the initial model's, else north
-    raster_look_directions: tuple[str | None, ...] | None = None  # per raster; None = the model's
+    raster_look_directions: tuple[str | None, ...] | None = None  # per raster; None = its LOOK_DIRECTION tag, else the model's
     label_min_area_m2: float = SN6_MIN_AREA_M2  # footprints this small or smaller stay out of the masks
     threshold: float = SN6_THRESHOLD
     focal_weight: float = 10.0
@@ -293,7 +292,7 @@ class TrainingData:
             if 0 < info.height - split_row < INPUT_MULTIPLE_PX:
                 raise RasterError(f"{name}'s validation band would be {info.height - split_row} rows; raise the "
                                   f"validation share to at least {INPUT_MULTIPLE_PX / info.height:.2f} or set it to 0.")
-            look = look or model_look
+            look = look or raster_look_direction(dataset) or model_look
             if look not in (model_look, OPPOSITE_LOOK[model_look]):
                 raise ValueError(f"{name} looks {look} but the model looks {model_look}: a perpendicular look "
                                  "direction cannot be matched by rotating 180°. Train such scenes separately.")

@@ -16,7 +16,7 @@ from ..core.settings import SN6_MIN_AREA_M2
 from .core_bridge import ProcessingFeedback, add_features, source_geometries
 from .styling import QmlStyle
 
-ROTATION_CHOICES = ("Model default", "Yes (south-looking scene for a north-looking model)", "No")
+ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)", "Yes (south-looking scene for a north-looking model)", "No")
 SCORE_OUTPUTS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 
 HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -29,7 +29,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
 <b>Simplification tolerance</b>: map units; 0 keeps the pixel outline. Default 0.5.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
-<b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's. Default: the model's setting.
+<b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon)."""
 

@@ -154,3 +154,25 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, model_path):
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: r.tif has 3 band(s)")
     assert not (tmp_path / "o.gpkg").exists()
+
+
+class Recorder(Feedback):
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message):
+        self.lines.append(message)
+
+
+def test_a_raster_looking_opposite_to_the_model_is_rotated_automatically(tmp_path, model_path):
+    raster = write_raster(tmp_path / "south.tif", boxes_scene(200, 190, BOXES))
+    with rasterio.open(raster, "r+") as dataset:
+        dataset.update_tags(LOOK_DIRECTION="south")
+    feedback = Recorder()
+    result = extract_footprints(raster, ExtractionOptions(model_path=str(model_path),
+                                                          tiling=TilingOptions(64, 16, 3)), feedback)
+    assert any("rotating it 180°" in line for line in feedback.lines)
+    assert len(result) == len(BOXES)
+    feedback = Recorder()
+    extract_footprints(raster, ExtractionOptions(model_path=str(model_path), rotate_180=False), feedback)
+    assert not any("rotating" in line for line in feedback.lines)
