@@ -43,7 +43,7 @@ from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, raster_look_
 from .settings import SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable, read_footprints
 from .vectorize import VectorizeOptions, vectorize_probabilities
-from .weights import WeightsError, load_model, save_model
+from .weights import WeightsError, atomic_torch_save, load_model, save_model
 
 gdal.UseExceptions()
 
@@ -466,17 +466,6 @@ def resume_path_for(output_path) -> Path:
     return output_path.with_name(output_path.name + RESUME_SUFFIX)
 
 
-def _atomic_torch_save(payload, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _load_resume(path: Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -693,7 +682,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                          f"area IoU {record.val_iou:.4f}")
             line += f"; {record.seconds:.1f} s" + (f" — best so far, saved to {output_path.name}" if improved else "")
             feedback.info(line)
-            _atomic_torch_save({"format": RESUME_FORMAT, "epoch": epoch, "steps": total_steps,
+            atomic_torch_save({"format": RESUME_FORMAT, "epoch": epoch, "steps": total_steps,
                                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                 "optimizer": optimizer.state_dict(), "settings": base.to_dict(),
                                 "best_key": list(best_key) if best_key is not None else None,

@@ -113,7 +113,14 @@ def save_model(path: str | os.PathLike, model: UNet11, settings: ModelSettings) 
     payload = {"format": CHECKPOINT_FORMAT,
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "metadata": settings.to_dict()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(payload, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then a rename: readers never see
+    a half-written file, and a crash leaves the previous file intact."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         torch.save(payload, tmp)
@@ -121,4 +128,3 @@ def save_model(path: str | os.PathLike, model: UNet11, settings: ModelSettings) 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path

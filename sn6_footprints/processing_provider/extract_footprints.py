@@ -1,18 +1,18 @@
 """Processing algorithm: Extract building footprints (TernausNet)."""
 from __future__ import annotations
 
-from qgis.core import (QgsFeatureSink, QgsField, QgsFields, QgsProcessing, QgsProcessingAlgorithm,
-                       QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+from qgis.core import (QgsField, QgsFields, QgsProcessing,
+                       QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.devices import DEVICE_CHOICES
 from ..core.feedback import Cancelled
 from ..core.inference import TilingOptions
 from ..core.settings import SN6_MIN_AREA_M2
+from .base import Sn6Algorithm
 from .core_bridge import ProcessingFeedback, add_features, source_geometries
 from .styling import QmlStyle
 
@@ -34,7 +34,10 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon)."""
 
 
-class ExtractFootprintsAlgorithm(QgsProcessingAlgorithm):
+class ExtractFootprintsAlgorithm(Sn6Algorithm):
+    ALGORITHM_ID = "extract_footprints"
+    DISPLAY_NAME = "Extract building footprints (TernausNet)"
+    HELP = HELP
     INPUT = "INPUT"
     MODEL = "MODEL"
     GROUND_TRUTH = "GROUND_TRUTH"
@@ -48,27 +51,6 @@ class ExtractFootprintsAlgorithm(QgsProcessingAlgorithm):
     ROTATE_180 = "ROTATE_180"
     OUTPUT = "OUTPUT"
     BUILDING_COUNT = "BUILDING_COUNT"
-
-    def tr(self, text):
-        return QCoreApplication.translate("ExtractFootprintsAlgorithm", text)
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return ExtractFootprintsAlgorithm()
-
-    def name(self):
-        return "extract_footprints"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return self.tr("Extract building footprints (TernausNet)")
-
-    def group(self):
-        return ""
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return ""
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return self.tr(HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("SAR raster")))

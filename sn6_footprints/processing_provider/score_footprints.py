@@ -4,15 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureRequest, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.feedback import Cancelled
 from ..core.scoring import VARIANTS
 from ..core.settings import SN6_MIN_AREA_M2
+from .base import Sn6Algorithm
 from .core_bridge import ProcessingFeedback, qgs_geometry, source_geometries
 from .styling import QmlStyle
 
@@ -28,7 +29,10 @@ HELP = """Scores predicted building footprints against ground truth with the Spa
 Outputs: F1, precision, recall, TP, FP, FN; the proposals with status (TP/FP), IoU and matched ground-truth id (green TP, red FP); the missed buildings (FN, blue); an HTML report with a table per image."""
 
 
-class ScoreFootprintsAlgorithm(QgsProcessingAlgorithm):
+class ScoreFootprintsAlgorithm(Sn6Algorithm):
+    ALGORITHM_ID = "score_footprints"
+    DISPLAY_NAME = "Score building footprints (SpaceNet F1)"
+    HELP = HELP
     TRUTH = "TRUTH"
     PROPOSALS = "PROPOSALS"
     VARIANT = "VARIANT"
@@ -41,27 +45,6 @@ class ScoreFootprintsAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_MISSED = "OUTPUT_MISSED"
     OUTPUT_HTML = "OUTPUT_HTML"
     NUMBERS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
-
-    def tr(self, text):
-        return QCoreApplication.translate("ScoreFootprintsAlgorithm", text)
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return ScoreFootprintsAlgorithm()
-
-    def name(self):
-        return "score_footprints"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return self.tr("Score building footprints (SpaceNet F1)")
-
-    def group(self):
-        return ""
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return ""
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return self.tr(HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         polygons = [QgsProcessing.TypeVectorPolygon]

@@ -1,16 +1,16 @@
 """Processing algorithm: Train footprint model (TernausNet)."""
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
                        QgsVectorLayer, QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.devices import DEVICE_CHOICES
 from ..core.feedback import Cancelled
+from .base import Sn6Algorithm
 from .core_bridge import ProcessingFeedback, source_geometries
 
 NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127.5 / 31.875)"),
@@ -37,7 +37,10 @@ Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; def
 Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
 
 
-class TrainModelAlgorithm(QgsProcessingAlgorithm):
+class TrainModelAlgorithm(Sn6Algorithm):
+    ALGORITHM_ID = "train_model"
+    DISPLAY_NAME = "Train footprint model (TernausNet)"
+    HELP = HELP
     INPUT_RASTERS = "INPUT_RASTERS"
     LABELS = "LABELS"
     WIDTH = "WIDTH"
@@ -57,27 +60,6 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_MODEL = "OUTPUT_MODEL"
     BEST_F1 = "BEST_F1"
     BEST_EPOCH = "BEST_EPOCH"
-
-    def tr(self, text):
-        return QCoreApplication.translate("TrainModelAlgorithm", text)
-
-    def createInstance(self):  # noqa: N802 - QGIS API
-        return TrainModelAlgorithm()
-
-    def name(self):
-        return "train_model"
-
-    def displayName(self):  # noqa: N802 - QGIS API
-        return self.tr("Train footprint model (TernausNet)")
-
-    def group(self):
-        return ""
-
-    def groupId(self):  # noqa: N802 - QGIS API
-        return ""
-
-    def shortHelpString(self):  # noqa: N802 - QGIS API
-        return self.tr(HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterMultipleLayers(

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import shapely
 from shapely.geometry import box
 
 from sn6_footprints.core.footprint_sources import load_for_scoring, read_spacenet_csv

@@ -5,8 +5,7 @@ import numpy as np
 import processing
 import pytest
 from affine import Affine
-from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer,
-                       QgsVectorLayer)
+from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer)
 
 from tests.helpers.models import boxes_scene, write_raster
 
