@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scenes", type=int, default=24, help="training scenes (default 24)")
     parser.add_argument("--size", type=int, default=1024, help="scene size in px (default 1024)")
     parser.add_argument("--width", type=float, default=0.125, help="channel multiplier (default 1/8)")
-    parser.add_argument("--epochs", type=int, default=16)
-    parser.add_argument("--steps-per-epoch", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps-per-epoch", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--workdir", default=str(REPO / "build" / "training-scenes"))
     parser.add_argument("--output", default=str(BUNDLED_MODEL))
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     simulated = time.perf_counter() - started
     print(f"{len(rasters)} training scenes ready in {simulated:.0f} s", flush=True)
     options = TrainingOptions(
-        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr,
+        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
         tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
         device=args.device, resume=args.resume, seed=0,
         description=(f"bundled default: {len(rasters)} simulated scenes of {args.size} px, seeds "

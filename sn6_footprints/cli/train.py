@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tile-size", type=int, default=256, help="training crop in px, multiple of 32 (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant, or cosine decay to 0 over all epochs (default constant)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     p.add_argument("--val-share", type=float, default=0.2,
                    help="bottom share of each raster's rows kept for validation, 0 to below 1 (default 0.2; 0: none)")
@@ -64,7 +66,7 @@ def run(args) -> int:
         raise CliError("the output path is one of the inputs; choose another output file")
     options = TrainingOptions(
         width=args.width, initial_model=args.init, tile_size_px=args.tile_size, batch_size=args.batch_size,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay, validation_share=args.val_share, device=args.device, resume=args.resume,
         seed=args.seed, normalisation=args.normalisation, look_direction=args.look_direction,
         raster_look_directions=tuple(args.raster_look) if args.raster_look else None,

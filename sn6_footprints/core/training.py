@@ -73,6 +73,7 @@ class TrainingOptions:
     epochs: int = 10                      # total epochs (a resumed run continues up to this)
     steps_per_epoch: int | None = None    # None: about one pass over the training area
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"         # or "cosine": decays to 0 over all epochs (resumable: a function of the step)
     weight_decay: float = 0.01            # AdamW's default
     validation_share: float = 0.2         # bottom share of each raster's rows; 0: no validation
     device: str = "auto"
@@ -100,6 +101,8 @@ class TrainingOptions:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError("Steps per epoch must be at least 1 (or empty for one pass over the data).")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"Learning-rate schedule {self.lr_schedule!r}: choose 'constant' or 'cosine'.")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"Learning rate {self.learning_rate} must be a positive number (default 1e-4).")
         if not 0 <= self.validation_share < 1:
@@ -179,6 +182,13 @@ def load_footprints(source: LabelSource, crs_wkt: str | None) -> list:
 
 def _name(source) -> str:
     return Path(str(source)).name if not isinstance(source, FootprintTable) else "layer"
+
+
+def learning_rate_at(options: "TrainingOptions", step: int, total_steps: int) -> float:
+    """The learning rate of a global step: constant, or a cosine decay to zero at the last step."""
+    if options.lr_schedule == "cosine" and total_steps > 0:
+        return options.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return options.learning_rate
 
 
 def separate_touching(ids: np.ndarray) -> np.ndarray:
@@ -628,7 +638,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
         feedback.info(f"Device: {describe(device)}; UNet11 width {model.width:g}, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; epochs {start_epoch + 1}–"
                       f"{options.epochs}, {steps} step(s) of {options.batch_size} x {options.tile_size_px} px tiles, "
-                      f"AdamW lr {options.learning_rate:g}; "
+                      f"AdamW lr {options.learning_rate:g} ({options.lr_schedule}); "
                       + ("validation F1 on the bottom "
                          f"{options.validation_share:.0%} of each raster" if validation else "no validation"))
 
@@ -642,6 +652,8 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
             losses = []
             for step in range(steps):
                 feedback.check_cancelled()
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(options, (epoch - 1) * steps + step, options.epochs * steps)
                 images, masks, valid = data.sample_batch(rng, options.batch_size, base)
                 x = torch.from_numpy(images).to(device, non_blocking=True)
                 y = torch.from_numpy(masks).to(device, non_blocking=True)

@@ -225,3 +225,15 @@ def test_cli_trains_and_prints_a_json_summary(scene, tmp_path, capsys):
     assert summary["epochs"] == 1 and summary["best_epoch"] == 1 and output.is_file()
     assert main(["train", "--raster", str(raster), "--output", str(output), "--labels", str(labels),
                  "--labels", str(labels)]) == 2
+
+
+def test_cosine_schedule_decays_from_the_learning_rate_to_zero():
+    from sn6_footprints.core.training import TrainingOptions, learning_rate_at
+
+    options = TrainingOptions(learning_rate=1e-3, lr_schedule="cosine")
+    assert learning_rate_at(options, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate_at(options, 50, 100) == pytest.approx(5e-4)
+    assert learning_rate_at(options, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_at(TrainingOptions(learning_rate=1e-3), 50, 100) == 1e-3
+    with pytest.raises(ValueError, match="schedule"):
+        TrainingOptions(lr_schedule="step").check()

@@ -32,7 +32,7 @@ BUILDING, CANOPY, CLUTTER = 6, 7, 8
 CLASS_NAMES = ("water", "asphalt", "pavement", "soil", "grass", "shrub", "building", "canopy", "clutter")
 
 LANDUSES = ("water", "park", "terraced", "courtyard", "detached", "industrial", "towers", "port", "dense")
-_MIXED_WEIGHTS = {"water": 0.09, "park": 0.09, "terraced": 0.18, "courtyard": 0.14, "detached": 0.15,
+_MIXED_WEIGHTS = {"water": 0.09, "park": 0.09, "terraced": 0.12, "courtyard": 0.14, "detached": 0.21,
                   "industrial": 0.13, "towers": 0.06, "port": 0.07, "dense": 0.08}
 _DENSE_WEIGHTS = {"water": 0.04, "park": 0.04, "towers": 0.07, "dense": 0.85}
 LAYOUTS = ("mixed", "dense")
@@ -249,7 +249,7 @@ def _trees_in(cb: _CellBuilder, region, count, height=(7, 18), radius=(2.0, 5.0)
 
 
 def layout_terraced(cb: _CellBuilder, plot):
-    """Rows of touching gabled houses along all four streets, gardens behind."""
+    """Terraces of gabled houses (1-3 touching houses each) along all four streets, gardens behind."""
     r = cb.rng
     x0, y0, x1, y1 = plot
     depth, setback = r.uniform(8, 12), r.uniform(0, 3)
@@ -258,14 +258,24 @@ def layout_terraced(cb: _CellBuilder, plot):
     pitch = r.uniform(30, 45)
 
     def row(a, b, fixed, vertical, sign):
-        t = a
+        # Terraces of one to three houses (detached and semi-detached most often) with passages
+        # between them: some buildings touch, most rows are not one unbroken wall.
+        t, left_in_terrace, terrace_base = a, 0, base
         while b - t >= MIN_BUILDING_SIDE_M:
+            if left_in_terrace == 0:
+                if t > a:
+                    t += r.uniform(2.5, 5.0)
+                    if b - t < MIN_BUILDING_SIDE_M:
+                        break
+                left_in_terrace = int(r.choice([1, 1, 2, 2, 3]))
+                terrace_base = base + r.normal(0, 1.2)
+            left_in_terrace -= 1
             w = r.uniform(6.0, 9.5)
             if b - t - w < MIN_BUILDING_SIDE_M:
                 w = b - t
             centre_t = t + w / 2
             centre_n = fixed + sign * (setback + depth / 2)
-            eave = float(np.clip(base + r.normal(0, 0.8), 3.0, 40.0))
+            eave = float(np.clip(terrace_base + r.normal(0, 0.8), 3.0, 40.0))
             ridge, kind = _roof(r, p_gabled, eave, (pitch - 3, pitch + 3), depth / 2)
             if vertical:   # row along a west/east street: houses along y, ridge along y
                 part = (centre_n, centre_t, w / 2, depth / 2, math.pi / 2, eave, ridge, kind)
@@ -325,7 +335,7 @@ def _courtyard_block(cb, box):
         ((x0 + x1) / 2, y0 + d / 2, W / 2, d / 2, 0.0), ((x0 + x1) / 2, y1 - d / 2, W / 2, d / 2, 0.0),
         (x0 + d / 2, (y0 + y1) / 2, H / 2 - d, d / 2, math.pi / 2),
         (x1 - d / 2, (y0 + y1) / 2, H / 2 - d, d / 2, math.pi / 2)]
-    if r.random() < 0.5:   # one courtyard building (a polygon with a hole)
+    if r.random() < 0.7:   # one courtyard building (a polygon with a hole)
         parts = []
         for cx, cy, hl, hw, a in sides:
             eave = height + (r.choice([0.0, 3.0, 6.0]) if r.random() < 0.3 else 0.0)
