@@ -39,6 +39,14 @@ def test_provider_is_registered_with_the_extraction_algorithm(plugin):
     assert {"OUTPUT", "BUILDING_COUNT", "F1", "PRECISION", "RECALL", "TP", "FP", "FN"} <= declared
 
 
+def test_algorithms_run_in_the_background_task_not_on_the_gui_thread(plugin):
+    from qgis.core import QgsProcessingAlgorithm
+
+    for algorithm in QgsApplication.processingRegistry().providerById("sn6_footprints").algorithms():
+        assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading, algorithm.id()
+        assert algorithm.shortHelpString() and algorithm.helpUrl()
+
+
 def test_plugin_adds_a_toolbar_button_opening_the_dialog(plugin):
     assert plugin.action is not None and plugin.action.text().startswith("Extract building footprints")
     assert not plugin.action.icon().isNull()
