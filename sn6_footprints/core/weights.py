@@ -124,6 +124,9 @@ def atomic_torch_save(payload, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for every user
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

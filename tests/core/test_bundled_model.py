@@ -1,0 +1,44 @@
+"""The bundled default model finds buildings on simulated scenes it never saw, and clearly
+more of them than the non-learned span baseline.
+
+The issue's bars (F1 >= 0.85 on default scenes, >= 0.70 on the harder sets) are NOT met by this
+model (see sn6_footprints/models/MODEL_CARD.md); these tests guard what it does reach, so a
+change that makes it worse fails.
+"""
+from __future__ import annotations
+
+import pytest
+
+from sn6_footprints.core.bundled import bundled_model_path
+from sn6_footprints.core.extract import ExtractionOptions, extract_footprints, score_extraction
+from sn6_footprints.core.heldout import TRAINING_SEEDS, make_heldout_scenes
+from sn6_footprints.core.span_baseline import extract_span_baseline
+from sn6_footprints.core.vector_io import read_footprints
+from sn6_footprints.core.weights import load_model
+
+# Measured on the first scene of each set (MODEL_CARD.md), less a margin for platform noise.
+F1_FLOOR = {"default-north": 0.30, "default-south": 0.45}
+
+
+def test_bundled_model_is_small_and_carries_its_metadata():
+    path = bundled_model_path()
+    assert path.stat().st_size < 10 * 1024 * 1024
+    _, settings = load_model(path)
+    assert settings.band_names == ("HH", "HV", "VH", "VV") and settings.look_direction == "north"
+    assert settings.width == 0.125 and "simulated" in settings.description
+    trained_on = settings.extra["training_rasters"]
+    assert trained_on and all(int(name.split("_")[1].split(".")[0]) in TRAINING_SEEDS for name in trained_on)
+
+
+@pytest.mark.parametrize("set_name", sorted(F1_FLOOR))
+def test_bundled_model_finds_buildings_on_a_held_out_scene_far_better_than_the_span_baseline(set_name,
+                                                                                             tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / "heldout"
+    (_, raster, labels), = make_heldout_scenes(folder, sets=[set_name], size_px=1024, scenes_per_set=1)
+    model = extract_footprints(raster, ExtractionOptions(device="cpu"))
+    truth = read_footprints(labels, target_crs=model.crs_wkt).geometries
+    model_score = score_extraction(model, truth)
+    baseline_score = score_extraction(extract_span_baseline(raster), truth)
+    assert model_score.f1 >= F1_FLOOR[set_name], (model_score.tp, model_score.fp, model_score.fn)
+    assert model_score.f1 >= 1.8 * baseline_score.f1
+    assert model_score.precision >= 0.5
