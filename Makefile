@@ -34,7 +34,7 @@ install-plugin: setup
 	@rm -rf $(PLUGIN_DIR) && mkdir -p $(PLUGIN_DIR)
 	@cp -r sn6_footprints/. $(PLUGIN_DIR)/
 	@cp metadata.txt $(PLUGIN_DIR)/ && cp -r resources $(PLUGIN_DIR)/
-	@find $(PLUGIN_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	@find $(PLUGIN_DIR) \( -name __pycache__ -o -name "*.resume.pt" \) -prune -exec rm -rf {} +
 	@echo "plugin installed in $(PLUGIN_DIR)"
 
 package: install-plugin
