@@ -143,15 +143,15 @@ class ScoreReport:
 
     @property
     def precision(self) -> float:
-        return precision_recall_f1(self.tp, self.fp, self.fn)[0]
+        return self.pooled.precision
 
     @property
     def recall(self) -> float:
-        return precision_recall_f1(self.tp, self.fp, self.fn)[1]
+        return self.pooled.recall
 
     @property
     def f1(self) -> float:
-        return precision_recall_f1(self.tp, self.fp, self.fn)[2]
+        return self.pooled.f1
 
     @property
     def pooled(self) -> ImageScore:
