@@ -89,3 +89,15 @@ def test_model_chains_extraction_then_scoring(plugin, threshold_model_path, tmp_
                                               "score:output_missed": str(tmp_path / "m.gpkg")})
     scored = QgsVectorLayer(context_results["score:output_proposals"], "p", "ogr")
     assert Counter(f["status"] for f in scored.getFeatures()) == {"TP": 2}
+
+
+def test_geographic_ground_truth_is_measured_in_metres_with_the_same_result(plugin, reference_data, tmp_path):
+    from sn6_footprints.core.vector_io import read_footprints, write_footprints
+
+    gt = read_footprints(reference_data / "solaris" / "gt.geojson", target_crs="EPSG:4326")
+    truth_4326 = write_footprints(tmp_path / "gt_4326.gpkg", gt.geometries, {}, "EPSG:4326")
+    result = processing.run(ALG, {
+        "TRUTH": str(truth_4326), "PROPOSALS": str(reference_data / "solaris" / "pred.geojson"),
+        "CONFIDENCE_FIELD": "conf", "MIN_AREA": 0,
+        "OUTPUT_PROPOSALS": "memory:", "OUTPUT_MISSED": "memory:"})
+    assert (result["TP"], result["FP"], result["FN"]) == (8, 20, 20)
