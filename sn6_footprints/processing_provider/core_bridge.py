@@ -27,18 +27,23 @@ class ProcessingFeedback(Feedback):
         return self.feedback.isCanceled()
 
 
-def source_geometries(source, crs: QgsCoordinateReferenceSystem, context, feedback=None) -> tuple[list, list]:
-    """(shapely geometries in ``crs``, feature ids) of a feature source, reprojected
-    through the project's transform context."""
+def source_geometries(source, crs: QgsCoordinateReferenceSystem, context, feedback=None,
+                      fields: tuple = ()) -> tuple[list, list, dict]:
+    """(shapely geometries in ``crs``, feature ids, {field: values}) of a feature source in
+    one pass, reprojected through the project's transform context. Empty field names are
+    skipped (optional field parameters)."""
+    fields = tuple(name for name in fields if name)
     request = QgsFeatureRequest().setDestinationCrs(crs, context.transformContext())
-    geometries, ids = [], []
+    geometries, ids, values = [], [], {name: [] for name in fields}
     for feature in source.getFeatures(request):
         if feedback is not None and feedback.isCanceled():
-            break
+            raise QgsProcessingException("Cancelled by the user; no output was written.")
         geometry = feature.geometry()
         geometries.append(None if geometry.isNull() else shapely.from_wkb(bytes(geometry.asWkb())))
         ids.append(feature.id())
-    return geometries, ids
+        for name in fields:
+            values[name].append(feature[name])
+    return geometries, ids, values
 
 
 def qgs_geometry(geometry) -> QgsGeometry:

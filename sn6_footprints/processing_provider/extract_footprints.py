@@ -147,7 +147,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     def _score(self, result, truth_source, crs, context, feedback) -> dict:
         from ..core.extract import score_extraction
 
-        truth, _ids = source_geometries(truth_source, crs, context, feedback)
+        truth, _ids, _ = source_geometries(truth_source, crs, context, feedback)
         report = score_extraction(result, truth)
         feedback.pushInfo(self.tr(
             f"Against {len(truth)} ground-truth footprint(s) (SpaceNet rule, IoU > 0.5, min area "

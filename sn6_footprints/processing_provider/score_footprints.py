@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureRequest, QgsField, QgsFields,
+import shapely
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsField, QgsFields,
                        QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
@@ -74,12 +76,6 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
         for name in self.NUMBERS:
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(name)))
 
-    def _field_values(self, source, field_name, crs, context):
-        if not field_name:
-            return None
-        request = QgsFeatureRequest().setDestinationCrs(crs, context.transformContext())
-        return [f[field_name] for f in source.getFeatures(request)]
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ..core.score_html import score_html
         from ..core.scoring import score_footprints
@@ -94,18 +90,21 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
         truth_crs = truth_source.sourceCrs()
         if not truth_crs.isValid():
             truth_crs = proposal_source.sourceCrs()
-        truth, truth_ids = source_geometries(truth_source, truth_crs, context, feedback)
-        crs = QgsCoordinateReferenceSystem(metric_crs(truth_crs.toWkt(), truth) or truth_crs.toWkt())
+        extent = truth_source.sourceExtent()
+        crs = QgsCoordinateReferenceSystem(metric_crs(truth_crs.toWkt(), [shapely.box(
+            extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())]) or truth_crs.toWkt())
         if crs != truth_crs:
             feedback.pushInfo(self.tr(f"Measuring in {crs.authid()} (metres): the ground truth's CRS is geographic."))
-            truth, truth_ids = source_geometries(truth_source, crs, context, feedback)
-        proposals, proposal_ids = source_geometries(proposal_source, crs, context, feedback)
         confidence_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context)
         truth_image_field = self.parameterAsString(parameters, self.TRUTH_IMAGE_FIELD, context)
         proposal_image_field = self.parameterAsString(parameters, self.PROPOSAL_IMAGE_FIELD, context)
         if bool(truth_image_field) != bool(proposal_image_field):
             raise QgsProcessingException(self.tr("Give an image id field for both layers, or for neither."))
-        confidence = self._field_values(proposal_source, confidence_field, crs, context)
+        truth, truth_ids, truth_values = source_geometries(truth_source, crs, context, feedback,
+                                                           (truth_image_field,))
+        proposals, proposal_ids, proposal_values = source_geometries(
+            proposal_source, crs, context, feedback, (confidence_field, proposal_image_field))
+        confidence = proposal_values.get(confidence_field)
         if confidence is not None:
             confidence = [float(c) if c is not None else 0.0 for c in confidence]
         variant = VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)]
@@ -114,8 +113,8 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
                 truth, proposals, variant=variant,
                 min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                 iou_threshold=self.parameterAsDouble(parameters, self.IOU, context),
-                truth_image_ids=self._field_values(truth_source, truth_image_field, crs, context),
-                proposal_image_ids=self._field_values(proposal_source, proposal_image_field, crs, context),
+                truth_image_ids=truth_values.get(truth_image_field),
+                proposal_image_ids=proposal_values.get(proposal_image_field),
                 proposal_confidence=confidence, truth_ids=truth_ids, proposal_ids=proposal_ids,
                 feedback=ProcessingFeedback(feedback))
         except Cancelled:

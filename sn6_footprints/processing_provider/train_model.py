@@ -31,7 +31,7 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 <b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one (mixed precision), else CPU. Default auto.
 <b>Resume</b>: continue an interrupted or finished run from the file <i>output</i>.resume.pt written beside the output after every epoch. Default off.
-Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the scenes (default: the initial model's, else north; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20).
+Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20).
 <b>Output model</b>: the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
 Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
@@ -143,7 +143,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
             if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
                 raise QgsProcessingException(self.tr(
                     f"Layer '{layer.name()}' is not a polygon layer; footprints must be polygons."))
-            geometries, _ids = source_geometries(layer, raster.crs(), context, feedback)
+            geometries, _ids, _ = source_geometries(layer, raster.crs(), context, feedback)
             if feedback.isCanceled():
                 raise QgsProcessingException(self.tr("Cancelled by the user; no model was written."))
             feedback.pushInfo(self.tr(f"{layer.name()}: {len(geometries)} footprint(s) for {raster.name()}"))
