@@ -21,7 +21,7 @@ from sn6_footprints.core.bundled import BUNDLED_MODEL  # noqa: E402
 from sn6_footprints.core.feedback import PrintFeedback  # noqa: E402
 from sn6_footprints.core.heldout import TRAINING_SEEDS  # noqa: E402
 from sn6_footprints.core.simulation import simulate_scene  # noqa: E402
-from sn6_footprints.core.training import TrainingOptions, train_model  # noqa: E402
+from sn6_footprints.core.training import DEFAULT_LABEL_EROSION_M, TrainingOptions, train_model  # noqa: E402
 
 FIRST_SEED = TRAINING_SEEDS.start
 # Scene i cycles through these, so every look direction, speckle level, incidence and layout
@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--label-erosion", type=float, default=DEFAULT_LABEL_EROSION_M,
+                        help=f"metres each footprint is shrunk in the masks (default {DEFAULT_LABEL_EROSION_M:g})")
     parser.add_argument("--workdir", default=str(REPO / "build" / "training-scenes"))
     parser.add_argument("--output", default=str(BUNDLED_MODEL))
     parser.add_argument("--device", default="auto")
@@ -112,6 +114,7 @@ def main(argv=None) -> int:
     options = TrainingOptions(
         width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
         tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
+        label_erosion_m=args.label_erosion,
         device=args.device, resume=args.resume, seed=0,
         description=(f"bundled default: {len(rasters)} simulated scenes of {args.size} px, seeds "
                      f"{FIRST_SEED}-{FIRST_SEED + len(rasters) - 1} (scripts/train_default_model.py)"))

@@ -103,7 +103,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                               SubFeedback(feedback, 0, 90))
         seconds["inference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        vectorize = VectorizeOptions(settings.threshold, settings.min_area_m2, options.simplify_map_units)
+        vectorize = VectorizeOptions.for_model(settings, info, options.simplify_map_units)
         geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
                                                          SubFeedback(feedback, 90, 100))
         seconds["vectorize"] = time.perf_counter() - t0

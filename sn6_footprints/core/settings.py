@@ -29,6 +29,10 @@ class ModelSettings:
     pixel_size_m: float = SN6_PIXEL_SIZE_M
     threshold: float = SN6_THRESHOLD
     min_area_m2: float = SN6_MIN_AREA_M2
+    # Metres by which the training masks were shrunk (every footprint eroded, so touching
+    # buildings are separated by a clear gap); vectorising grows each blob back by as much.
+    # 0 for the SN6 baseline, which learned full footprints.
+    grow_m: float = 0.0
     # True when the model was trained on scenes rotated by 180 degrees relative to the
     # input's natural orientation (SN6: south-looking strips have orientation flag 1).
     rotate_180: bool = False

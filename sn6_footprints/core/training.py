@@ -54,6 +54,9 @@ RESUME_FORMAT = "sn6_footprints-resume/1"
 BUNDLED = "bundled"  # initial_model value meaning the checkpoint shipped with the plugin
 _STRIP_ROWS = 1024   # rows per read when caching a training region
 _STAT_TILES = 64     # random tiles for per-band mean/std
+# Masks shrink every footprint by this much: touching buildings then lie 2 x this apart in the
+# masks, a gap a small model learns to leave, and extraction grows each blob back by as much.
+DEFAULT_LABEL_EROSION_M = 1.0
 
 LabelSource = Union[str, os.PathLike, FootprintTable]
 
@@ -83,6 +86,9 @@ class TrainingOptions:
     look_direction: str | None = None     # the model's; None: the initial model's, else north
     raster_look_directions: tuple[str | None, ...] | None = None  # per raster; None = its LOOK_DIRECTION tag, else the model's
     label_min_area_m2: float = SN6_MIN_AREA_M2  # footprints this small or smaller stay out of the masks
+    # Every footprint is shrunk by this many metres in the masks (None: the initial model's,
+    # else DEFAULT_LABEL_EROSION_M); extraction grows blobs back by as much.
+    label_erosion_m: float | None = None
     threshold: float = SN6_THRESHOLD
     focal_weight: float = 10.0
     focal_gamma: float = 2.0
@@ -109,6 +115,9 @@ class TrainingOptions:
             raise ValueError(f"Validation share {self.validation_share} must be in [0, 1) (default 0.2).")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"Normalisation {self.normalisation!r}: choose one of {', '.join(NORMALISATIONS)}.")
+        if self.label_erosion_m is not None and not 0 <= self.label_erosion_m <= 5:
+            raise ValueError(f"Label erosion {self.label_erosion_m} m must be in [0, 5] "
+                             f"(default {DEFAULT_LABEL_EROSION_M:g} m; 0 learns whole footprints).")
         for look in (self.look_direction, *(self.raster_look_directions or ())):
             if look is not None and look not in LOOK_DIRECTIONS:
                 raise ValueError(f"Look direction {look!r}: choose one of {', '.join(LOOK_DIRECTIONS)}.")
@@ -215,7 +224,7 @@ class SceneRegion:
     """
 
     def __init__(self, dataset, path, footprints: list, split_row: int, rotate_180: bool,
-                 label_min_area_m2: float):
+                 label_min_area_m2: float, label_erosion_m: float = 0.0):
         self.dataset = dataset
         self.path = str(path)
         self.info = RasterInfo.of(dataset)
@@ -223,7 +232,12 @@ class SceneRegion:
         self.rotate_180 = rotate_180
         self.footprints = footprints  # every polygon, for the validation score
         m2_per_unit = self.info.pixel_area_m2 / self.info.pixel_area_map_units
-        self.mask_footprints = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
+        kept = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
+        if label_erosion_m > 0:
+            erosion = label_erosion_m / math.sqrt(m2_per_unit)
+            kept = [g.buffer(-erosion, join_style="mitre") for g in kept]
+            kept = [g for g in kept if not g.is_empty]
+        self.mask_footprints = kept  # what the masks show: footprints, shrunk by the erosion
         self._tree = shapely.STRtree(self.mask_footprints)
         self.image: np.ndarray | None = None
         self.mask: np.ndarray | None = None
@@ -238,8 +252,8 @@ class SceneRegion:
         return self.training_pixels * (4 * self.info.bands + 2)
 
     def rasterise(self, window: Window) -> np.ndarray:
-        """The building mask of a window: pixel centres inside a footprint are building, except
-        where two footprints touch (see :func:`separate_touching`)."""
+        """The building mask of a window: pixel centres inside a (shrunk) footprint are building,
+        except where two footprints touch (see :func:`separate_touching`)."""
         shape = (int(window.height), int(window.width))
         grown = Window(window.col_off - 1, window.row_off - 1, window.width + 2, window.height + 2)
         candidates = self._tree.query(pixel_polygon(grown, self.info.transform))
@@ -327,7 +341,7 @@ class TrainingData:
                                  "direction cannot be matched by rotating 180°. Train such scenes separately.")
             footprints = load_footprints(label_source, info.crs_wkt)
             regions.append(SceneRegion(dataset, path, footprints, split_row, look != model_look,
-                                       options.label_min_area_m2))
+                                       options.label_min_area_m2, options.label_erosion_m or 0.0))
         bands = {r.info.bands for r in regions}
         if len(bands) > 1:
             raise RasterError("The rasters have different band counts (" + ", ".join(
@@ -451,8 +465,7 @@ class ValidationSet:
                 probability_path = os.path.join(scratch, "probability.tif")
                 info = predict_probabilities(vrt, probability_path, predictor, settings, tiling,
                                              SubFeedback(sub, 0, 90))
-                vectorize = VectorizeOptions(settings.threshold, settings.min_area_m2,
-                                             0.5 * info.pixel_size_map_units)  # 0.5 px, as the baseline
+                vectorize = VectorizeOptions.for_model(settings, info, 0.5 * info.pixel_size_map_units)  # 0.5 px
                 geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
                                                                  SubFeedback(sub, 90, 100))
             result = ExtractionResult(geometries, attributes, info.crs_wkt, settings, "")
@@ -530,7 +543,8 @@ def _base_settings(data: TrainingData, options: TrainingOptions, initial: ModelS
         feedback.info("Per-band normalisation: mean " + ", ".join(f"{m:.3f}" for m in mean)
                       + "; std " + ", ".join(f"{s:.3f}" for s in std))
     return replace(settings, architecture="UNet11", width=model.width, pixel_size_m=round(pixel_sizes[0], 6),
-                   threshold=options.threshold, min_area_m2=options.label_min_area_m2, rotate_180=False,
+                   threshold=options.threshold, min_area_m2=options.label_min_area_m2,
+                   grow_m=options.label_erosion_m or 0.0, rotate_180=False,
                    look_direction=model_look, description=_describe_data(data, options),
                    extra=dict(normalisation=normalisation))
 
@@ -551,6 +565,20 @@ def _checkpoint_settings(base: ModelSettings, record: EpochRecord, options: Trai
                  initial_model=Path(str(options.initial_model)).name if options.initial_model else None,
                  loss=f"dice + {options.focal_weight:g} x focal (gamma {options.focal_gamma:g})")
     return replace(base, extra=extra)
+
+
+def _label_erosion(options: TrainingOptions, resume_state: dict | None, initial: ModelSettings | None,
+                   feedback: Feedback) -> float:
+    """The masks' erosion: a resumed run's, else the option, else the initial model's (a model
+    fine-tuned on other masks would unlearn its gaps), else the default."""
+    if resume_state is not None:
+        return float(ModelSettings.from_dict(resume_state["settings"]).grow_m)
+    if options.label_erosion_m is not None:
+        if initial is not None and options.label_erosion_m != initial.grow_m:
+            feedback.warning(f"Label erosion {options.label_erosion_m:g} m differs from the initial model's "
+                             f"({initial.grow_m:g} m): the model has to relearn its outlines.")
+        return float(options.label_erosion_m)
+    return float(initial.grow_m) if initial is not None else DEFAULT_LABEL_EROSION_M
 
 
 def _better(record: EpochRecord, best_key: tuple | None) -> tuple[bool, tuple]:
@@ -593,6 +621,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
             if options.initial_model:
                 initial_model, initial_settings = _load_initial_model(options.initial_model)
             model_look = options.look_direction or (initial_settings.look_direction if initial_settings else "north")
+        options = replace(options, label_erosion_m=_label_erosion(options, resume_state, initial_settings, feedback))
         data = TrainingData.open(rasters, labels, options, model_look, stack, feedback)
 
         if resume_state is not None:

@@ -7,6 +7,7 @@ buildings whatever the transform (rotated, south-up, ...).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,13 @@ class VectorizeOptions:
     min_area_m2: float = 20.0
     simplify_map_units: float = 0.5
     strip_height_px: int = 1024
+    grow_px: float = 0.0  # outward offset of every blob (the model's mask erosion), mitred corners
+
+    @classmethod
+    def for_model(cls, settings, info: RasterInfo, simplify_map_units: float) -> "VectorizeOptions":
+        """A model's threshold, minimum area and growth (its ``grow_m`` in this raster's pixels)."""
+        grow_px = settings.grow_m / math.sqrt(info.pixel_area_m2) if settings.grow_m > 0 else 0.0
+        return cls(settings.threshold, settings.min_area_m2, simplify_map_units, grow_px=grow_px)
 
 
 def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
@@ -81,6 +89,17 @@ def merge_across_strips(blobs: list[Blob]) -> list[Blob]:
     return inner
 
 
+def grown_outline(polygon: shapely.Polygon, grow_px: float) -> shapely.Polygon:
+    """A blob's outline, repaired and offset outward by ``grow_px`` (mitred, so the rectangle a
+    model trained on eroded masks predicts grows back to the footprint's corners)."""
+    polygon = polygon.buffer(0)
+    if polygon.geom_type == "MultiPolygon":  # a repaired pinch: keep the body, a footprint is one polygon
+        polygon = max(polygon.geoms, key=lambda part: part.area)
+    if grow_px > 0:
+        polygon = polygon.buffer(grow_px, join_style="mitre", mitre_limit=2.0)
+    return polygon
+
+
 def vectorize_probabilities(probability_path, info: RasterInfo, options: VectorizeOptions = VectorizeOptions(),
                             feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
     """(polygons in the raster's CRS, attribute columns id/area_m2/confidence)."""
@@ -96,15 +115,14 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
             feedback.set_progress(90.0 * (top + height) / info.height)
     blobs = merge_across_strips(blobs)
     min_pixels = options.min_area_m2 / info.pixel_area_m2
-    kept = sorted((b for b in blobs if b.pixels >= min_pixels),
-                  key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
+    kept = sorted(blobs, key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
     tolerance_px = options.simplify_map_units / info.pixel_size_map_units
     t = info.transform
     geometries, areas, confidences = [], [], []
     for blob in kept:
-        polygon = blob.polygon.buffer(0)
-        if polygon.geom_type == "MultiPolygon":  # a repaired pinch: keep the body, a footprint is one polygon
-            polygon = max(polygon.geoms, key=lambda part: part.area)
+        polygon = grown_outline(blob.polygon, options.grow_px)
+        if polygon.area < min_pixels:  # the size that counts is the footprint's, after growing
+            continue
         if tolerance_px > 0:
             polygon = polygon.simplify(tolerance_px, preserve_topology=True)
         # drops collinear vertices left by merging; normalised first so no ring starts on one

@@ -10,6 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 
 from ..core.devices import DEVICE_CHOICES
 from ..core.feedback import Cancelled
+from ..core.training import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import ProcessingFeedback, source_geometries
 
@@ -31,7 +32,7 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 <b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one (mixed precision), else CPU. Default auto.
 <b>Resume</b>: continue an interrupted or finished run from the file <i>output</i>.resume.pt written beside the output after every epoch. Default off.
-Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20).
+Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did).
 <b>Output model</b>: the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
 Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
@@ -57,6 +58,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
     NORMALISATION = "NORMALISATION"
     LOOK_DIRECTION = "LOOK_DIRECTION"
     MIN_AREA = "MIN_AREA"
+    LABEL_EROSION = "LABEL_EROSION"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     BEST_F1 = "BEST_F1"
     BEST_EPOCH = "BEST_EPOCH"
@@ -105,6 +107,11 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                        defaultValue=0),
             QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum building area in the masks [m²]"),
                                          QgsProcessingParameterNumber.Double, defaultValue=20.0, minValue=0.0),
+            QgsProcessingParameterNumber(self.LABEL_EROSION,
+                                         self.tr("Shrink footprints in the masks by [m] (empty: initial model's, "
+                                                 f"else {DEFAULT_LABEL_EROSION_M:g})"),
+                                         QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
+                                         maxValue=5.0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -150,6 +157,12 @@ class TrainModelAlgorithm(Sn6Algorithm):
             tables.append(FootprintTable(geometries, {}, raster.crs().toWkt()))
         return tables
 
+    def _optional_number(self, parameters, name, context) -> float | None:
+        value = parameters.get(name)
+        if value is None or value == "":
+            return None
+        return self.parameterAsDouble(parameters, name, context)
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ..core.training import TrainingOptions, train_model
 
@@ -173,7 +186,8 @@ class TrainModelAlgorithm(Sn6Algorithm):
             seed=self.parameterAsInt(parameters, self.SEED, context),
             normalisation=NORMALISATION_CHOICES[self.parameterAsEnum(parameters, self.NORMALISATION, context)][0],
             look_direction=LOOK_CHOICES[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)],
-            label_min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context))
+            label_min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            label_erosion_m=self._optional_number(parameters, self.LABEL_EROSION, context))
         paths = [layer.source().split("|")[0] for layer in rasters]
         try:
             result = train_model(paths, labels, output, options, ProcessingFeedback(feedback))

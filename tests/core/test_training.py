@@ -237,3 +237,31 @@ def test_cosine_schedule_decays_from_the_learning_rate_to_zero():
     assert learning_rate_at(TrainingOptions(learning_rate=1e-3), 50, 100) == 1e-3
     with pytest.raises(ValueError, match="schedule"):
         TrainingOptions(lr_schedule="step").check()
+
+
+def test_eroded_masks_leave_a_gap_between_touching_buildings_and_the_checkpoint_says_how_much(tmp_path):
+    left, right = (20, 10, 44, 40), (20, 40, 44, 70)  # two 12 x 15 m buildings sharing a wall
+    raster = write_raster(tmp_path / "pair.tif", boxes_scene(SIZE, SIZE, [left, right]))
+    labels = write_labels(tmp_path / "pair.gpkg", [left, right])
+    with ExitStack() as stack:
+        whole = open_data(stack, raster, labels, label_erosion_m=0.0).regions[0].mask
+        eroded = open_data(stack, raster, labels, label_erosion_m=1.0).regions[0].mask
+    row = eroded[32]
+    assert whole[32, 10:39].all() and not whole[32, 39:41].any() and whole[32, 41:70].all()  # 0 m: 2 px gap
+    # 1 m = 2 px off every side: cores at columns 12-37 and 42-67, a 4 px gap where they touch
+    assert row[12:38].all() and row[42:68].all() and not row[38:42].any() and not row[10:12].any()
+    assert not eroded[20:22].any() and eroded[22:42, 12:38].all()
+    output = tmp_path / "model.pt"
+    train_model([raster], [labels], output, replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0,
+                                                      label_erosion_m=1.0))
+    assert load_model(output)[1].grow_m == 1.0
+    tuned = tmp_path / "tuned.pt"  # fine-tuning keeps the initial model's erosion unless told otherwise
+    train_model([raster], [labels], tuned, replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0,
+                                                     initial_model=str(output)))
+    assert load_model(tuned)[1].grow_m == 1.0
+
+
+def test_label_erosion_out_of_range_is_refused(scene, tmp_path):
+    raster, labels = scene
+    with pytest.raises(ValueError, match="Label erosion 9 m must be in \\[0, 5\\]"):
+        train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, label_erosion_m=9))
