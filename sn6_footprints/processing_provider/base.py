@@ -36,3 +36,9 @@ class Sn6Algorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self):  # noqa: N802 - QGIS API
         return HELP_URL
+
+    def _optional_number(self, parameters, name, context) -> float | None:
+        """An optional number parameter; None when left empty (meaning "the model's own")."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, name, context)

@@ -28,6 +28,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 <b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (0.5).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
 <b>Simplification tolerance</b>: map units; 0 keeps the pixel outline. Default 0.5.
+A model trained on shrunk footprints (its metadata's grow_m, 1 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
 
@@ -92,11 +93,6 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         self.addOutput(QgsProcessingOutputNumber(self.BUILDING_COUNT, self.tr("Number of buildings")))
         for name in SCORE_OUTPUTS:
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(f"{name} against the ground truth")))
-
-    def _optional_number(self, parameters, name, context):
-        if parameters.get(name) in (None, ""):
-            return None
-        return self.parameterAsDouble(parameters, name, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ..core.extract import ExtractionOptions, extract_footprints

@@ -157,12 +157,6 @@ class TrainModelAlgorithm(Sn6Algorithm):
             tables.append(FootprintTable(geometries, {}, raster.crs().toWkt()))
         return tables
 
-    def _optional_number(self, parameters, name, context) -> float | None:
-        value = parameters.get(name)
-        if value is None or value == "":
-            return None
-        return self.parameterAsDouble(parameters, name, context)
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from ..core.training import TrainingOptions, train_model
 

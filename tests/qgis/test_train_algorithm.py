@@ -50,7 +50,7 @@ def test_algorithm_declares_its_parameters_and_outputs(algorithm):
     assert algorithm.displayName() == "Train footprint model (TernausNet)"
     names = {p.name() for p in algorithm.parameterDefinitions()}
     assert {"INPUT_RASTERS", "LABELS", "WIDTH", "INITIAL_MODEL", "TILE_SIZE", "BATCH_SIZE", "EPOCHS",
-            "LEARNING_RATE", "VALIDATION_SHARE", "DEVICE", "RESUME", "OUTPUT_MODEL"} <= names
+            "LEARNING_RATE", "VALIDATION_SHARE", "DEVICE", "RESUME", "LABEL_EROSION", "OUTPUT_MODEL"} <= names
     assert {"BEST_F1", "BEST_EPOCH", "OUTPUT_MODEL"} <= {o.name() for o in algorithm.outputDefinitions()}
     help_text = algorithm.shortHelpString()
     assert "Default 256" in help_text and "Default 0.0001" in help_text
@@ -64,6 +64,15 @@ def test_training_writes_the_best_checkpoint_and_reports_its_f1(algorithm, scene
     model, settings = load_model(result["OUTPUT_MODEL"])
     assert settings.width == 0.0625 and settings.extra["epoch"] == result["BEST_EPOCH"]
     assert settings.extra["validation_f1"] == pytest.approx(result["BEST_F1"], abs=1e-6)
+    assert settings.grow_m == 1.0  # the default label erosion, grown back at extraction
+
+
+def test_label_erosion_is_an_optional_advanced_parameter_stored_in_the_model(algorithm, scene, tmp_path):
+    parameter = algorithm.parameterDefinition("LABEL_EROSION")
+    assert parameter.flags() & parameter.FlagOptional and parameter.flags() & parameter.FlagAdvanced
+    raster, labels = scene
+    result = run_train(raster, labels, tmp_path / "whole.pt", EPOCHS=1, VALIDATION_SHARE=0, LABEL_EROSION=0.0)
+    assert load_model(result["OUTPUT_MODEL"])[1].grow_m == 0.0
 
 
 def test_footprint_layers_from_any_provider_are_read_through_qgis(algorithm, scene, tmp_path):
