@@ -24,15 +24,34 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full fp32 on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AMX or AVX512-BF16): there oneDNN runs
+    bf16 convolutions about 3x faster than fp32 (measured on this project's 2-core machine);
+    without them bf16 is emulated and slower, so it is not used."""
+    cpu = getattr(torch, "cpu", None)
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # a private helper that changed: fall back to fp32
+            continue
+    return False
 
 
-def describe(device: torch.device) -> str:
+def autocast_dtype(device: torch.device, training: bool = False) -> torch.dtype | None:
+    """Mixed precision on CUDA (bf16 where supported, else fp16). On the CPU, inference stays in
+    fp32 (exact, tiling-invariant probabilities) and training uses bf16 where the CPU has it."""
     if device.type == "cuda":
-        dtype = autocast_dtype(device)
-        return f"CUDA {torch.cuda.get_device_name(device)} ({str(dtype).replace('torch.', '')} autocast)"
-    return f"CPU ({torch.get_num_threads()} threads, float32)"
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if training and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def describe(device: torch.device, training: bool = False) -> str:
+    dtype = autocast_dtype(device, training)
+    precision = f"{str(dtype).replace('torch.', '')} autocast" if dtype is not None else "float32"
+    if device.type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(device)} ({precision})"
+    return f"CPU ({torch.get_num_threads()} threads, {precision})"
