@@ -265,3 +265,26 @@ def test_label_erosion_out_of_range_is_refused(scene, tmp_path):
     raster, labels = scene
     with pytest.raises(ValueError, match="Label erosion 9 m must be in \\[0, 5\\]"):
         train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, label_erosion_m=9))
+
+
+class InfoLog(Feedback):
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_mixed_precision_can_be_turned_off_and_the_log_says_which_precision_ran(scene, tmp_path):
+    from sn6_footprints.core.devices import cpu_supports_bf16
+
+    raster, labels = scene
+    options = replace(FAST, epochs=1, steps_per_epoch=2, validation_share=0, device="cpu")
+    logs = {}
+    for mixed in (True, False):
+        logs[mixed] = InfoLog()
+        train_model([raster], [labels], tmp_path / f"{mixed}.pt", replace(options, mixed_precision=mixed), logs[mixed])
+        assert load_model(tmp_path / f"{mixed}.pt")[0] is not None
+    device_line = lambda log: next(line for line in log.lines if line.startswith("Device:"))  # noqa: E731
+    assert "float32" in device_line(logs[False])
+    assert ("bfloat16 autocast" if cpu_supports_bf16() else "float32") in device_line(logs[True])
