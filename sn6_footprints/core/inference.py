@@ -78,13 +78,13 @@ class Predictor:
 
     def __init__(self, model: UNet11, device: torch.device, rotate_180: bool = False):
         self.device = device
-        self.model = model.to(device).eval()
+        self.model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
         self.rotate_180 = rotate_180
         self.autocast = autocast_dtype(device)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self.rotate_180:  # SN6 orientation flag: the model sees the scene rotated by 180 degrees
             x = torch.flip(x, dims=(-2, -1))
         if self.autocast is not None:

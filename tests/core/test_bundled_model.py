@@ -1,9 +1,9 @@
 """The bundled default model finds buildings on simulated scenes it never saw, and clearly
 more of them than the non-learned span baseline.
 
-The issue's bars (F1 >= 0.85 on default scenes, >= 0.70 on the harder sets) are NOT met by this
-model (see sn6_footprints/models/MODEL_CARD.md); these tests guard what it does reach, so a
-change that makes it worse fails.
+The issue's bars (F1 >= 0.85 on default scenes, >= 0.70 on each harder set) are met only on the
+single-look set (see sn6_footprints/models/MODEL_CARD.md); these tests guard what the model
+does reach, on the first scene of every held-out set, so a change that makes it worse fails.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from sn6_footprints.core.span_baseline import extract_span_baseline
 from sn6_footprints.core.vector_io import read_footprints
 from sn6_footprints.core.weights import load_model
 
-# Measured on the first scene of each set (MODEL_CARD.md), less a margin for platform noise.
-F1_FLOOR = {"default-north": 0.42, "default-south": 0.50}
+# Measured on the first scene of each set (MODEL_CARD.md), less 0.05 for platform noise.
+F1_FLOOR = {"default-north": 0.70, "default-south": 0.75, "single-look": 0.70, "incidence-45": 0.60,
+            "dense": 0.50}
 
 
 def test_bundled_model_is_small_and_carries_its_metadata():
@@ -26,7 +27,8 @@ def test_bundled_model_is_small_and_carries_its_metadata():
     _, settings = load_model(path)
     assert settings.band_names == ("HH", "HV", "VH", "VV") and settings.look_direction == "north"
     assert settings.width == 0.125 and "simulated" in settings.description
-    assert settings.threshold == 0.7  # calibrated on training-range seeds (MODEL_CARD.md)
+    assert settings.threshold == 0.6  # calibrated on training-range seeds (MODEL_CARD.md)
+    assert settings.grow_m == 1.5     # trained on footprints shrunk by 1.5 m, grown back at extraction
     trained_on = settings.extra["training_rasters"]
     assert trained_on and all(int(name.split("_")[1].split(".")[0]) in TRAINING_SEEDS for name in trained_on)
 
