@@ -53,6 +53,7 @@ test-core: setup
 
 bench: setup
 	$(PY) bench/bench_scoring.py
+	$(PY) bench/bench_precision.py
 
 clean:
 	rm -rf $(BUILD) dist .pytest_cache

@@ -46,9 +46,10 @@ def scene_parameters(index: int, size_px: int) -> dict:
 
 
 def calibrate_threshold(model_path: Path, workdir: Path, size_px: int) -> dict:
-    """Pick the probability threshold with the best pooled object F1 on the calibration
-    scenes and store it in the checkpoint's metadata. A higher threshold opens the faint gaps
-    the model predicts between touching buildings."""
+    """Pick the probability threshold, with and without averaging a flipped copy (test-time
+    augmentation), with the best pooled object F1 on the calibration scenes and store both in
+    the checkpoint's metadata. A higher threshold opens the faint gaps the model predicts
+    between touching buildings; the flipped copy smooths the probabilities."""
     from dataclasses import replace
 
     from sn6_footprints.core.extract import ExtractionOptions, extract_footprints, score_extraction
@@ -62,22 +63,25 @@ def calibrate_threshold(model_path: Path, workdir: Path, size_px: int) -> dict:
             simulate_scene(raster, labels, width_px=size_px, height_px=size_px, seed=seed,
                            look_direction=LOOKS[index % len(LOOKS)])
         scenes.append((raster, read_footprints(labels).geometries))
-    f1_by_threshold = {}
-    for threshold in THRESHOLDS:
-        tp = fp = fn = 0
-        for raster, truth in scenes:
-            result = extract_footprints(raster, ExtractionOptions(model_path=str(model_path), threshold=threshold))
-            report = score_extraction(result, truth)
-            tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
-        f1_by_threshold[threshold] = 2 * tp / max(1, 2 * tp + fp + fn)
-        print(f"threshold {threshold:.1f}: F1 {f1_by_threshold[threshold]:.3f} (TP {tp}, FP {fp}, FN {fn})", flush=True)
-    best = max(f1_by_threshold, key=f1_by_threshold.get)
+    f1_by_choice = {}
+    for flip_average in (False, True):
+        for threshold in THRESHOLDS:
+            tp = fp = fn = 0
+            options = ExtractionOptions(model_path=str(model_path), threshold=threshold, flip_average=flip_average)
+            for raster, truth in scenes:
+                report = score_extraction(extract_footprints(raster, options), truth)
+                tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
+            f1_by_choice[flip_average, threshold] = 2 * tp / max(1, 2 * tp + fp + fn)
+            print(f"flip average {'on ' if flip_average else 'off'}, threshold {threshold:.1f}: "
+                  f"F1 {f1_by_choice[flip_average, threshold]:.3f} (TP {tp}, FP {fp}, FN {fn})", flush=True)
+    flip_average, threshold = max(f1_by_choice, key=f1_by_choice.get)
     model, settings = load_model(model_path)
     extra = dict(settings.extra, threshold_calibration={
         "seeds": [CALIBRATION_SEEDS.start, CALIBRATION_SEEDS.stop - 1],
-        "f1": {f"{t:.1f}": round(f, 4) for t, f in f1_by_threshold.items()}})
-    save_model(model_path, model, replace(settings, threshold=best, extra=extra))
-    return {"threshold": best, "f1": round(f1_by_threshold[best], 4)}
+        "f1": {f"{t:.1f}": round(f, 4) for (flip, t), f in f1_by_choice.items() if not flip},
+        "f1_flip_average": {f"{t:.1f}": round(f, 4) for (flip, t), f in f1_by_choice.items() if flip}})
+    save_model(model_path, model, replace(settings, threshold=threshold, flip_average=flip_average, extra=extra))
+    return {"threshold": threshold, "flip_average": flip_average, "f1": round(f1_by_choice[flip_average, threshold], 4)}
 
 
 def main(argv=None) -> int:

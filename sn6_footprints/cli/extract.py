@@ -6,6 +6,8 @@ from pathlib import Path
 
 from . import CliError
 
+CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("extract", help="extract building footprints from a SAR raster",
@@ -25,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rotate-180", choices=("model", "yes", "no"), default="model",
                    help="SN6 orientation flag (default 'model': rotate when the raster's LOOK_DIRECTION tag "
                         "is opposite to the model's look direction, else the model's setting)")
+    p.add_argument("--flip-average", choices=("model", "yes", "no"), default="model",
+                   help="average every tile's prediction with that of its copy flipped along the look direction "
+                        "(twice the compute; default 'model': the model's setting, on for the bundled model)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
@@ -42,7 +47,7 @@ def run(args) -> int:
         model_path=args.model, device=args.device,
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
         threshold=args.threshold, min_area_m2=args.min_area, simplify_map_units=args.simplify,
-        rotate_180={"model": None, "yes": True, "no": False}[args.rotate_180])
+        rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average])
     result = extract_footprints(args.raster, options, PrintFeedback(quiet=args.quiet))
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,

@@ -17,7 +17,7 @@ from .bundled import bundled_model_path
 from .devices import describe, resolve_device
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, predict_probabilities
-from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, raster_look_direction
+from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
 from .settings import ModelSettings
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import load_model
@@ -34,6 +34,7 @@ class ExtractionOptions:
     min_area_m2: float | None = None
     simplify_map_units: float = 0.5
     rotate_180: bool | None = None
+    flip_average: bool | None = None  # average with a flipped copy (2x compute); None: the model's
 
 
 @dataclass
@@ -88,13 +89,16 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             feedback.info(f"The raster is {raster_look}-looking and the model {settings.look_direction}-looking: "
                           "rotating it 180° for inference.")
     check_raster(info, settings, raster_path)
+    flip_average = settings.flip_average if options.flip_average is None else options.flip_average
     device = resolve_device(options.device)
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"
                   f" — {settings.description}")
     feedback.info(f"Device: {describe(device)}; raster {info.width} x {info.height} px, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
-                  f"{', rotated 180°' if rotate_180 else ''}")
-    predictor = Predictor(model, device, rotate_180=rotate_180)
+                  f"{', rotated 180°' if rotate_180 else ''}"
+                  f"{', averaged with a flipped copy' if flip_average else ''}")
+    predictor = Predictor(model, device, rotate_180=rotate_180,
+                          flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
     seconds["load"] = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
         probability_path = os.path.join(scratch, "probability.tif")

@@ -92,6 +92,12 @@ LOOK_DIRECTION_TAG = "LOOK_DIRECTION"
 OPPOSITE_LOOK = {"north": "south", "south": "north", "east": "west", "west": "east"}
 
 
+def look_preserving_flip_axis(look_direction: str) -> int:
+    """The array axis a SAR image may be flipped along without moving layover and shadow to the
+    wrong side: columns (-1) for north/south-looking scenes, rows (-2) for east/west-looking."""
+    return -1 if look_direction in ("north", "south") else -2
+
+
 def raster_look_direction(dataset) -> str | None:
     """The look direction a raster declares in its ``LOOK_DIRECTION`` metadata tag (the
     simulator writes it; SN6 tiles carry none: use their orientation flag instead)."""

@@ -39,7 +39,8 @@ from .extract import ExtractionResult, check_raster, score_extraction
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, normalise, predict_probabilities
 from .model import INPUT_MULTIPLE_PX, UNet11
-from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, raster_look_direction, read_window
+from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction,
+                             read_window)
 from .settings import SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable, read_footprints
 from .vectorize import VectorizeOptions, vectorize_probabilities
@@ -353,7 +354,7 @@ class TrainingData:
             feedback.check_cancelled()
             if cached:
                 region.cache()
-        flip_axis = (-1 if model_look in ("north", "south") else -2) if options.augment else None
+        flip_axis = look_preserving_flip_axis(model_look) if options.augment else None
         data = cls(regions, options.tile_size_px, flip_axis, cached)
         for region in regions:
             info = region.info

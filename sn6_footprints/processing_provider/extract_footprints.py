@@ -17,6 +17,7 @@ from .core_bridge import ProcessingFeedback, add_features, source_geometries
 from .styling import QmlStyle
 
 ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)", "Yes (south-looking scene for a north-looking model)", "No")
+FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 SCORE_OUTPUTS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 
 HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -31,6 +32,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 A model trained on shrunk footprints (its metadata's grow_m, 1 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
+<b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; F1 0.70 → 0.74 on the bundled model's calibration scenes. Default: the model's setting (on for the bundled model, off for the SN6 baseline).
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon)."""
 
@@ -50,6 +52,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     ROTATE_180 = "ROTATE_180"
+    FLIP_AVERAGE = "FLIP_AVERAGE"
     OUTPUT = "OUTPUT"
     BUILDING_COUNT = "BUILDING_COUNT"
 
@@ -84,6 +87,9 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                                          minValue=1, maxValue=256),
             QgsProcessingParameterEnum(self.ROTATE_180, self.tr("Rotate 180° before inference"),
                                        options=list(ROTATION_CHOICES), defaultValue=0),
+            QgsProcessingParameterEnum(self.FLIP_AVERAGE,
+                                       self.tr("Average with a flipped copy (twice the compute)"),
+                                       options=list(FLIP_CHOICES), defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -114,7 +120,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             threshold=self._optional_number(parameters, self.THRESHOLD, context),
             min_area_m2=self._optional_number(parameters, self.MIN_AREA, context),
             simplify_map_units=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-            rotate_180=(None, True, False)[rotation])
+            rotate_180=(None, True, False)[rotation],
+            flip_average=(None, True, False)[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)])
         truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
         try:
             result = extract_footprints(layer.source().split("|")[0], options, ProcessingFeedback(feedback))

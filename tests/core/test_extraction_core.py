@@ -18,6 +18,7 @@ from sn6_footprints.core.inference import TilingOptions
 from sn6_footprints.core.raster_windows import RasterError, RasterInfo, tile_starts
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
 from tests.conftest import REPO_ROOT
+from tests.helpers.feedback import InfoLog
 from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
 
 BOXES = [(5, 5, 25, 45), (60, 30, 130, 50), (100, 100, 104, 180), (140, 10, 190, 60)]
@@ -197,3 +198,32 @@ def test_grown_blobs_get_back_the_footprint_of_an_eroded_mask(tmp_path):
         assert max(geometry.intersection(e).area / geometry.union(e).area for e in expected) > 0.999
     small = vectorize_probabilities(path, info, VectorizeOptions(0.5, 15.0, 0.0, grow_px=2.0))
     assert len(small[0]) == 3 and sorted(small[1]["area_m2"])[0] == 16.0
+
+
+def test_flip_average_is_the_mean_of_the_tile_and_its_flipped_copy():
+    import torch
+
+    from sn6_footprints.core.inference import Predictor
+    from sn6_footprints.core.model import UNet11
+
+    torch.manual_seed(0)
+    model = UNet11(4, 1 / 16)
+    batch = np.random.default_rng(0).normal(size=(2, 4, 64, 96)).astype(np.float32)
+    cpu = resolve_device("cpu")
+    plain = Predictor(model, cpu)
+    for axis in (-1, -2):
+        averaged = Predictor(model, cpu, flip_axis=axis)(batch)
+        flipped = np.flip(plain(np.ascontiguousarray(np.flip(batch, axis))), axis)
+        np.testing.assert_allclose(averaged, 0.5 * (plain(batch) + flipped), atol=1e-6)
+        assert not np.allclose(averaged, plain(batch), atol=1e-3)  # the model is not symmetric: it matters
+
+
+def test_flip_average_follows_the_model_unless_the_user_says_otherwise(tmp_path):
+    flipping_model = save_threshold_model(tmp_path / "flip.pt", flip_average=True)
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    for option, expected in ((None, True), (False, False), (True, True)):
+        log = InfoLog()
+        result = extract_footprints(raster, ExtractionOptions(model_path=str(flipping_model), flip_average=option,
+                                                              simplify_map_units=0), log)
+        assert any("averaged with a flipped copy" in line for line in log.lines) is expected
+        assert len(result) == len(BOXES)  # the threshold model is symmetric: the same buildings either way

@@ -16,6 +16,7 @@ from sn6_footprints.core.training import (TrainingData, TrainingOptions, resume_
                                           validation_split_row)
 from sn6_footprints.core.vector_io import reproject, write_footprints
 from sn6_footprints.core.weights import load_model
+from tests.helpers.feedback import InfoLog
 from tests.helpers.models import boxes_scene, write_raster
 
 TRANSFORM = Affine(0.5, 0, 594000, 0, -0.5, 5750000)
@@ -265,14 +266,6 @@ def test_label_erosion_out_of_range_is_refused(scene, tmp_path):
     raster, labels = scene
     with pytest.raises(ValueError, match="Label erosion 9 m must be in \\[0, 5\\]"):
         train_model([raster], [labels], tmp_path / "model.pt", replace(FAST, label_erosion_m=9))
-
-
-class InfoLog(Feedback):
-    def __init__(self):
-        self.lines = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
 
 
 def test_mixed_precision_can_be_turned_off_and_the_log_says_which_precision_ran(scene, tmp_path):
