@@ -546,7 +546,7 @@ def _base_settings(data: TrainingData, options: TrainingOptions, initial: ModelS
                       + "; std " + ", ".join(f"{s:.3f}" for s in std))
     return replace(settings, architecture="UNet11", width=model.width, pixel_size_m=round(pixel_sizes[0], 6),
                    threshold=options.threshold, min_area_m2=options.label_min_area_m2,
-                   grow_m=options.label_erosion_m or 0.0, rotate_180=False,
+                   grow_m=options.label_erosion_m or 0.0, flip_average=False, rotate_180=False,
                    look_direction=model_look, description=_describe_data(data, options),
                    extra=dict(normalisation=normalisation))
 

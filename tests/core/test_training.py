@@ -15,7 +15,7 @@ from sn6_footprints.core.feedback import Cancelled, Feedback
 from sn6_footprints.core.training import (TrainingData, TrainingOptions, resume_path_for, train_model,
                                           validation_split_row)
 from sn6_footprints.core.vector_io import reproject, write_footprints
-from sn6_footprints.core.weights import load_model
+from sn6_footprints.core.weights import load_model, save_model
 from tests.helpers.feedback import InfoLog
 from tests.helpers.models import boxes_scene, write_raster
 
@@ -255,11 +255,14 @@ def test_eroded_masks_leave_a_gap_between_touching_buildings_and_the_checkpoint_
     output = tmp_path / "model.pt"
     train_model([raster], [labels], output, replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0,
                                                       label_erosion_m=1.0))
-    assert load_model(output)[1].grow_m == 1.0
+    model, settings = load_model(output)
+    assert settings.grow_m == 1.0
+    save_model(output, model, replace(settings, flip_average=True))  # as if calibrated, like the bundled model
     tuned = tmp_path / "tuned.pt"  # fine-tuning keeps the initial model's erosion unless told otherwise
     train_model([raster], [labels], tuned, replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0,
                                                      initial_model=str(output)))
     assert load_model(tuned)[1].grow_m == 1.0
+    assert not load_model(tuned)[1].flip_average  # a new model's threshold and flip are not calibrated yet
 
 
 def test_label_erosion_out_of_range_is_refused(scene, tmp_path):
