@@ -180,3 +180,12 @@ def test_ground_truth_in_another_crs_is_reprojected_and_scored(plugin, skewed_sc
     assert (result["TP"], result["FP"], result["FN"]) == (2, 1, 1)
     assert result["PRECISION"] == pytest.approx(2 / 3) and result["RECALL"] == pytest.approx(2 / 3)
     assert result["F1"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("choice", [1, 2])  # Yes, No: either way the symmetric threshold model finds the boxes
+def test_flip_averaging_is_an_advanced_choice_that_runs(plugin, skewed_scene, threshold_model_path, tmp_path, choice):
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
+    parameter = algorithm.parameterDefinition("FLIP_AVERAGE")
+    assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0  # the model's setting
+    result = run_extract(skewed_scene, threshold_model_path, tmp_path / "out.gpkg", FLIP_AVERAGE=choice)
+    assert result["BUILDING_COUNT"] == len(BOXES)
