@@ -86,7 +86,7 @@ def calibrate_threshold(model_path: Path, workdir: Path, size_px: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenes", type=int, default=24, help="training scenes (default 24)")
+    parser.add_argument("--scenes", type=int, default=48, help="training scenes (default 48)")
     parser.add_argument("--size", type=int, default=1024, help="scene size in px (default 1024)")
     parser.add_argument("--width", type=float, default=0.125, help="channel multiplier (default 1/8)")
     parser.add_argument("--epochs", type=int, default=20)

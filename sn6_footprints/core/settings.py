@@ -34,7 +34,7 @@ class ModelSettings:
     # 0 for the SN6 baseline, which learned full footprints.
     grow_m: float = 0.0
     # Average each tile's prediction with that of its copy flipped along the look direction
-    # (twice the compute); the bundled model's calibration chose it.
+    # (twice the compute); a calibration may choose it (scripts/train_default_model.py).
     flip_average: bool = False
     # True when the model was trained on scenes rotated by 180 degrees relative to the
     # input's natural orientation (SN6: south-looking strips have orientation flag 1).

@@ -18,8 +18,8 @@ from sn6_footprints.core.weights import load_model
 
 # Measured on the first scene of each set (MODEL_CARD.md), less about 0.05 for platform noise;
 # single-look keeps the bar (0.70), which its set meets.
-F1_FLOOR = {"default-north": 0.73, "default-south": 0.75, "single-look": 0.70, "incidence-45": 0.66,
-            "dense": 0.50}
+F1_FLOOR = {"default-north": 0.73, "default-south": 0.74, "single-look": 0.70, "incidence-45": 0.66,
+            "dense": 0.49}
 
 
 def test_bundled_model_is_small_and_carries_its_metadata():
@@ -30,7 +30,7 @@ def test_bundled_model_is_small_and_carries_its_metadata():
     assert settings.width == 0.125 and "simulated" in settings.description
     assert settings.threshold == 0.6  # calibrated on training-range seeds (MODEL_CARD.md)
     assert settings.grow_m == 1.5     # trained on footprints shrunk by 1.5 m, grown back at extraction
-    assert settings.flip_average      # calibration chose averaging with a flipped copy
+    assert not settings.flip_average  # calibration found no gain in averaging a flipped copy
     trained_on = settings.extra["training_rasters"]
     assert trained_on and all(int(name.split("_")[1].split(".")[0]) in TRAINING_SEEDS for name in trained_on)
 
