@@ -100,6 +100,13 @@ def grown_outline(polygon: shapely.Polygon, grow_px: float) -> shapely.Polygon:
     return polygon
 
 
+def _grown_box_area(polygon: shapely.Polygon, grow_px: float) -> float:
+    """An upper bound on a blob's grown area (its grown bounding box), so speckle-sized blobs
+    are dropped before any geometry work."""
+    x0, y0, x1, y1 = polygon.bounds
+    return (x1 - x0 + 2 * grow_px) * (y1 - y0 + 2 * grow_px)
+
+
 def vectorize_probabilities(probability_path, info: RasterInfo, options: VectorizeOptions = VectorizeOptions(),
                             feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
     """(polygons in the raster's CRS, attribute columns id/area_m2/confidence)."""
@@ -115,7 +122,8 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
             feedback.set_progress(90.0 * (top + height) / info.height)
     blobs = merge_across_strips(blobs)
     min_pixels = options.min_area_m2 / info.pixel_area_m2
-    kept = sorted(blobs, key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
+    kept = sorted((b for b in blobs if _grown_box_area(b.polygon, options.grow_px) >= min_pixels),
+                  key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
     tolerance_px = options.simplify_map_units / info.pixel_size_map_units
     t = info.transform
     geometries, areas, confidences = [], [], []
