@@ -583,6 +583,20 @@ def _label_erosion(options: TrainingOptions, resume_state: dict | None, initial:
     return float(initial.grow_m) if initial is not None else DEFAULT_LABEL_EROSION_M
 
 
+def _warn_if_specks_would_pass(data: TrainingData, options: TrainingOptions, feedback: Feedback) -> None:
+    """Extraction grows every blob by the erosion before the minimum area is applied: too large
+    an erosion lets a speck of 2 x 2 pixels grow past the minimum area and count as a building."""
+    erosion = options.label_erosion_m or 0.0
+    pixel = max(math.sqrt(r.info.pixel_area_m2) for r in data.regions)
+    grown = (2 * pixel + 2 * erosion) ** 2
+    if erosion > 0 and grown >= options.label_min_area_m2:
+        largest = max(0.0, (math.sqrt(options.label_min_area_m2) - 2 * pixel) / 2)
+        feedback.warning(f"Label erosion {erosion:g} m is large for {pixel:g} m pixels: a 2 x 2 pixel speck grows to "
+                         f"{grown:.1f} m² at extraction, past the minimum building area "
+                         f"({options.label_min_area_m2:g} m²), so noise would count as buildings. Use at most "
+                         f"{largest:.2f} m, or raise the minimum area.")
+
+
 def _better(record: EpochRecord, best_key: tuple | None) -> tuple[bool, tuple]:
     """With validation: higher F1, ties (F1 0 early on) broken by area IoU, then lower loss;
     without: lower loss."""
@@ -625,6 +639,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
             model_look = options.look_direction or (initial_settings.look_direction if initial_settings else "north")
         options = replace(options, label_erosion_m=_label_erosion(options, resume_state, initial_settings, feedback))
         data = TrainingData.open(rasters, labels, options, model_look, stack, feedback)
+        _warn_if_specks_would_pass(data, options, feedback)
 
         if resume_state is not None:
             base = ModelSettings.from_dict(resume_state["settings"])

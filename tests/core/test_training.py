@@ -284,3 +284,12 @@ def test_mixed_precision_can_be_turned_off_and_the_log_says_which_precision_ran(
     device_line = lambda log: next(line for line in log.lines if line.startswith("Device:"))  # noqa: E731
     assert "float32" in device_line(logs[False])
     assert ("bfloat16 autocast" if cpu_supports_bf16() else "float32") in device_line(logs[True])
+
+
+@pytest.mark.parametrize("erosion, warned", [(1.5, False), (2.0, True)])
+def test_an_erosion_that_lets_specks_grow_into_buildings_is_warned_about(scene, tmp_path, erosion, warned):
+    raster, labels = scene
+    log = InfoLog()
+    train_model([raster], [labels], tmp_path / "model.pt",
+                replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0, label_erosion_m=erosion), log)
+    assert any("Use at most 1.74 m" in w for w in log.warnings) is warned

@@ -5,10 +5,14 @@ from sn6_footprints.core.feedback import Feedback
 
 
 class InfoLog(Feedback):
-    """Keeps every info line."""
+    """Keeps every info and warning line."""
 
     def __init__(self):
         self.lines: list[str] = []
+        self.warnings: list[str] = []
 
     def info(self, message: str) -> None:
         self.lines.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
