@@ -49,8 +49,8 @@ def autocast_dtype(device: torch.device, training: bool = False) -> torch.dtype 
     return None
 
 
-def describe(device: torch.device, training: bool = False) -> str:
-    dtype = autocast_dtype(device, training)
+def describe(device: torch.device, dtype: torch.dtype | None) -> str:
+    """The device and the autocast dtype a run uses (None: float32), for logs and results."""
     precision = f"{str(dtype).replace('torch.', '')} autocast" if dtype is not None else "float32"
     if device.type == "cuda":
         return f"CUDA {torch.cuda.get_device_name(device)} ({precision})"

@@ -93,12 +93,12 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     device = resolve_device(options.device)
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"
                   f" — {settings.description}")
-    feedback.info(f"Device: {describe(device)}; raster {info.width} x {info.height} px, "
+    predictor = Predictor(model, device, rotate_180=rotate_180,
+                          flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
+    feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
                   f"{', rotated 180°' if rotate_180 else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
-    predictor = Predictor(model, device, rotate_180=rotate_180,
-                          flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
     seconds["load"] = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
         probability_path = os.path.join(scratch, "probability.tif")
@@ -113,7 +113,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         seconds["vectorize"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
-    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device), seconds)
+    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast), seconds)
 
 
 def score_extraction(result: ExtractionResult, truth_geometries: list, variant: str = "sn6"):

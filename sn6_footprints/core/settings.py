@@ -15,6 +15,9 @@ SN6_NORMALISATION_STD = 31.875
 SN6_PIXEL_SIZE_M = 0.5
 SN6_THRESHOLD = 0.5
 SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
+# New models' training masks shrink every footprint by this much (grow_m below): touching
+# buildings then lie 2 x this apart, a gap a small model learns to leave.
+DEFAULT_LABEL_EROSION_M = 1.0
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from .inference import Predictor, TilingOptions, normalise, predict_probabilitie
 from .model import INPUT_MULTIPLE_PX, UNet11
 from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction,
                              read_window)
-from .settings import SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
+from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable, read_footprints
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
@@ -55,9 +55,6 @@ RESUME_FORMAT = "sn6_footprints-resume/1"
 BUNDLED = "bundled"  # initial_model value meaning the checkpoint shipped with the plugin
 _STRIP_ROWS = 1024   # rows per read when caching a training region
 _STAT_TILES = 64     # random tiles for per-band mean/std
-# Masks shrink every footprint by this much: touching buildings then lie 2 x this apart in the
-# masks, a gap a small model learns to leave, and extraction grows each blob back by as much.
-DEFAULT_LABEL_EROSION_M = 1.0
 
 LabelSource = Union[str, os.PathLike, FootprintTable]
 
@@ -681,7 +678,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
         tiling = TilingOptions(options.tile_size_px, min(64, options.tile_size_px // 4), options.batch_size)
         amp_dtype = autocast_dtype(device, training=True) if options.mixed_precision else None
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        feedback.info(f"Device: {describe(device, training=options.mixed_precision)}; UNet11 width {model.width:g}, "
+        feedback.info(f"Device: {describe(device, amp_dtype)}; UNet11 width {model.width:g}, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; epochs {start_epoch + 1}–"
                       f"{options.epochs}, {steps} step(s) of {options.batch_size} x {options.tile_size_px} px tiles, "
                       f"AdamW lr {options.learning_rate:g} ({options.lr_schedule}); "

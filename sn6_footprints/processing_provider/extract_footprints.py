@@ -18,6 +18,7 @@ from .styling import QmlStyle
 
 ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)", "Yes (south-looking scene for a north-looking model)", "No")
 FLIP_CHOICES = ("The model's setting (usually no)", "Yes", "No")
+CHOICE_VALUES = (None, True, False)  # ROTATION_CHOICES / FLIP_CHOICES: None = the model's setting
 SCORE_OUTPUTS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 
 HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -29,7 +30,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 <b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.6).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
 <b>Simplification tolerance</b>: map units; 0 keeps the pixel outline. Default 0.5.
-A model trained on shrunk footprints (its metadata's grow_m, 1 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
+A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
 <b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; on held-out simulated dense quarters it raises the bundled model's F1 from 0.54 to 0.57, elsewhere it changes little. Default: the model's setting (off for the bundled model and the SN6 baseline).
@@ -120,8 +121,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             threshold=self._optional_number(parameters, self.THRESHOLD, context),
             min_area_m2=self._optional_number(parameters, self.MIN_AREA, context),
             simplify_map_units=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-            rotate_180=(None, True, False)[rotation],
-            flip_average=(None, True, False)[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)])
+            rotate_180=CHOICE_VALUES[rotation],
+            flip_average=CHOICE_VALUES[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)])
         truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
         try:
             result = extract_footprints(layer.source().split("|")[0], options, ProcessingFeedback(feedback))

@@ -10,7 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 
 from ..core.devices import DEVICE_CHOICES
 from ..core.feedback import Cancelled
-from ..core.training import DEFAULT_LABEL_EROSION_M
+from ..core.settings import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import ProcessingFeedback, source_geometries
 
