@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--label-erosion", type=float, default=BUNDLED_LABEL_EROSION_M,
                         help=f"metres each footprint is shrunk in the masks (default {BUNDLED_LABEL_EROSION_M:g})")
+    parser.add_argument("--contact-weight", type=float, default=0.0,
+                        help="extra loss weight of the gap between touching buildings (default 0: off)")
     parser.add_argument("--workdir", default=str(REPO / "build" / "training-scenes"))
     parser.add_argument("--output", default=str(BUNDLED_MODEL))
     parser.add_argument("--device", default="auto")
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     options = TrainingOptions(
         width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
         tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
-        label_erosion_m=args.label_erosion,
+        label_erosion_m=args.label_erosion, contact_weight=args.contact_weight,
         device=args.device, resume=args.resume, seed=0,
         description=(f"bundled default: {len(rasters)} simulated scenes of {args.size} px, seeds "
                      f"{FIRST_SEED}-{FIRST_SEED + len(rasters) - 1} (scripts/train_default_model.py)"))

@@ -33,6 +33,7 @@ from osgeo import gdal
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
+from scipy import ndimage
 
 from .devices import autocast_dtype, describe, resolve_device
 from .extract import ExtractionResult, check_raster, score_extraction
@@ -87,6 +88,9 @@ class TrainingOptions:
     # Every footprint is shrunk by this many metres in the masks (None: the initial model's,
     # else DEFAULT_LABEL_EROSION_M); extraction grows blobs back by as much.
     label_erosion_m: float | None = None
+    # Extra focal-loss weight of the pixels where touching footprints meet (0: none): 4 makes a
+    # pixel of the gap between two touching buildings count 5 times.
+    contact_weight: float = 0.0
     threshold: float = SN6_THRESHOLD
     focal_weight: float = 10.0
     focal_gamma: float = 2.0
@@ -117,6 +121,8 @@ class TrainingOptions:
         if self.label_erosion_m is not None and not 0 <= self.label_erosion_m <= 5:
             raise ValueError(f"Label erosion {self.label_erosion_m} m must be in [0, 5] "
                              f"(default {DEFAULT_LABEL_EROSION_M:g} m; 0 learns whole footprints).")
+        if not 0 <= self.contact_weight <= 50:
+            raise ValueError(f"Contact weight {self.contact_weight} must be in [0, 50] (0: off).")
         for look in (self.look_direction, *(self.raster_look_directions or ())):
             if look is not None and look not in LOOK_DIRECTIONS:
                 raise ValueError(f"Look direction {look!r}: choose one of {', '.join(LOOK_DIRECTIONS)}.")
@@ -199,10 +205,8 @@ def learning_rate_at(options: "TrainingOptions", step: int, total_steps: int) ->
     return options.learning_rate
 
 
-def separate_touching(ids: np.ndarray) -> np.ndarray:
-    """Binary mask from a raster of building ids with the pixels where two buildings meet set
-    to background: the model learns to leave a gap between touching buildings, so each
-    becomes its own polygon (the SN6 winners' contact channel, reduced to the mask)."""
+def contact_pixels(ids: np.ndarray) -> np.ndarray:
+    """Building pixels next to a pixel of another building (4-neighbours): where two meet."""
     building = ids > 0
     vertical = building[1:] & building[:-1] & (ids[1:] != ids[:-1])
     horizontal = building[:, 1:] & building[:, :-1] & (ids[:, 1:] != ids[:, :-1])
@@ -211,7 +215,14 @@ def separate_touching(ids: np.ndarray) -> np.ndarray:
     contact[:-1] |= vertical
     contact[:, 1:] |= horizontal
     contact[:, :-1] |= horizontal
-    return (building & ~contact).astype(np.uint8)
+    return contact
+
+
+def separate_touching(ids: np.ndarray) -> np.ndarray:
+    """Binary mask from a raster of building ids with the pixels where two buildings meet set
+    to background: the model learns to leave a gap between touching buildings, so each
+    becomes its own polygon (the SN6 winners' contact channel, reduced to the mask)."""
+    return ((ids > 0) & ~contact_pixels(ids)).astype(np.uint8)
 
 
 class SceneRegion:
@@ -223,7 +234,7 @@ class SceneRegion:
     """
 
     def __init__(self, dataset, path, footprints: list, split_row: int, rotate_180: bool,
-                 label_min_area_m2: float, label_erosion_m: float = 0.0):
+                 label_min_area_m2: float, label_erosion_m: float = 0.0, contact_weight: float = 0.0):
         self.dataset = dataset
         self.path = str(path)
         self.info = RasterInfo.of(dataset)
@@ -231,16 +242,24 @@ class SceneRegion:
         self.rotate_180 = rotate_180
         self.footprints = footprints  # every polygon, for the validation score
         m2_per_unit = self.info.pixel_area_m2 / self.info.pixel_area_map_units
-        kept = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
+        whole = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
+        erosion_px = label_erosion_m / math.sqrt(self.info.pixel_area_m2)
+        kept = whole
         if label_erosion_m > 0:
-            erosion = label_erosion_m / math.sqrt(m2_per_unit)
-            kept = [g.buffer(-erosion, join_style="mitre") for g in kept]
+            kept = [g.buffer(-label_erosion_m / math.sqrt(m2_per_unit), join_style="mitre") for g in whole]
             kept = [g for g in kept if not g.is_empty]
         self.mask_footprints = kept  # what the masks show: footprints, shrunk by the erosion
         self._tree = shapely.STRtree(self.mask_footprints)
+        self.contact_weight = contact_weight
+        # from the two pixel columns of a shared wall, the zone reaches across the eroded gap
+        # and one pixel into each core
+        self.contact_radius_px = int(math.ceil(erosion_px - 1e-9))
+        self._whole = whole if contact_weight > 0 else []
+        self._whole_tree = shapely.STRtree(self._whole)
         self.image: np.ndarray | None = None
         self.mask: np.ndarray | None = None
         self.valid: np.ndarray | None = None
+        self.zone: np.ndarray | None = None
 
     @property
     def training_pixels(self) -> int:
@@ -248,20 +267,39 @@ class SceneRegion:
 
     @property
     def cache_bytes(self) -> int:
-        return self.training_pixels * (4 * self.info.bands + 2)
+        return self.training_pixels * (4 * self.info.bands + 2 + (self.contact_weight > 0))
+
+    def _ids(self, polygons: list, tree, window: Window, pad: int) -> np.ndarray | None:
+        """Raster of polygon ids (1-based) over ``window`` grown by ``pad`` px; None when empty."""
+        grown = Window(window.col_off - pad, window.row_off - pad, window.width + 2 * pad, window.height + 2 * pad)
+        candidates = tree.query(pixel_polygon(grown, self.info.transform))
+        if len(candidates) == 0:
+            return None
+        return rasterize(((polygons[i], int(n) + 1) for n, i in enumerate(candidates)),
+                         out_shape=(int(grown.height), int(grown.width)), fill=0, dtype="int32",
+                         transform=window_transform(grown, self.info.transform))
 
     def rasterise(self, window: Window) -> np.ndarray:
         """The building mask of a window: pixel centres inside a (shrunk) footprint are building,
         except where two footprints touch (see :func:`separate_touching`)."""
-        shape = (int(window.height), int(window.width))
-        grown = Window(window.col_off - 1, window.row_off - 1, window.width + 2, window.height + 2)
-        candidates = self._tree.query(pixel_polygon(grown, self.info.transform))
-        if len(candidates) == 0:
-            return np.zeros(shape, np.uint8)
-        ids = rasterize(((self.mask_footprints[i], int(n) + 1) for n, i in enumerate(candidates)),
-                        out_shape=(shape[0] + 2, shape[1] + 2), fill=0, dtype="int32",
-                        transform=window_transform(grown, self.info.transform))
+        ids = self._ids(self.mask_footprints, self._tree, window, 1)
+        if ids is None:
+            return np.zeros((int(window.height), int(window.width)), np.uint8)
         return separate_touching(ids)[1:-1, 1:-1]
+
+    def contact_zone(self, window: Window) -> np.ndarray:
+        """Pixels within ``contact_radius_px`` of a wall two whole footprints share: the gap the
+        model must learn to leave between touching buildings (weighted in the loss, as the
+        U-Net paper weights the borders between touching cells)."""
+        shape = (int(window.height), int(window.width))
+        pad = self.contact_radius_px + 1
+        ids = self._ids(self._whole, self._whole_tree, window, pad) if self._whole else None
+        if ids is None:
+            return np.zeros(shape, bool)
+        zone = contact_pixels(ids)
+        if self.contact_radius_px > 0:  # (0 iterations would dilate until nothing changes)
+            zone = ndimage.binary_dilation(zone, iterations=self.contact_radius_px, structure=np.ones((3, 3), bool))
+        return zone[pad:-pad, pad:-pad]
 
     def cache(self) -> None:
         """Read the whole training region into RAM, strip by strip."""
@@ -273,19 +311,27 @@ class SceneRegion:
             data, valid = read_window(self.dataset, Window(0, top, width, rows), self.info.nodata)
             self.image[:, top:top + rows], self.valid[top:top + rows] = data, valid
         self.mask = self.rasterise(Window(0, 0, width, self.split_row))
+        if self.contact_weight > 0:
+            self.zone = self.contact_zone(Window(0, 0, width, self.split_row))
 
-    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(raw image (bands, h, w), mask (h, w) uint8, valid (h, w) bool) of a training crop."""
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, ...]:
+        """(raw image (bands, h, w), mask (h, w) uint8, valid (h, w) bool, loss weight (h, w)
+        float32: 0 off the valid pixels, 1 + ``contact_weight`` in the contact zone) of a crop."""
+        window = Window(col, row, width, height)
         if self.image is not None:
             rows, cols = slice(row, row + height), slice(col, col + width)
             image, mask, valid = self.image[:, rows, cols].copy(), self.mask[rows, cols], self.valid[rows, cols]
+            zone = self.zone[rows, cols] if self.zone is not None else None
         else:
-            window = Window(col, row, width, height)
             image, valid = read_window(self.dataset, window, self.info.nodata)
             mask = self.rasterise(window)
+            zone = self.contact_zone(window) if self.contact_weight > 0 else None
+        weight = valid.astype(np.float32)
+        if zone is not None:
+            weight *= 1.0 + self.contact_weight * zone
         if self.rotate_180:
-            image, mask, valid = image[:, ::-1, ::-1], mask[::-1, ::-1], valid[::-1, ::-1]
-        return image, mask, valid
+            image, mask, valid, weight = image[:, ::-1, ::-1], mask[::-1, ::-1], valid[::-1, ::-1], weight[::-1, ::-1]
+        return image, mask, valid, weight
 
 
 class TrainingData:
@@ -340,7 +386,8 @@ class TrainingData:
                                  "direction cannot be matched by rotating 180°. Train such scenes separately.")
             footprints = load_footprints(label_source, info.crs_wkt)
             regions.append(SceneRegion(dataset, path, footprints, split_row, look != model_look,
-                                       options.label_min_area_m2, options.label_erosion_m or 0.0))
+                                       options.label_min_area_m2, options.label_erosion_m or 0.0,
+                                       options.contact_weight))
         bands = {r.info.bands for r in regions}
         if len(bands) > 1:
             raise RasterError("The rasters have different band counts (" + ", ".join(
@@ -372,29 +419,29 @@ class TrainingData:
     def training_pixels(self) -> int:
         return sum(r.training_pixels for r in self.regions)
 
-    def sample_tile(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One random crop (raw image, mask, valid), padded to the tile size where the region is smaller."""
+    def sample_tile(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """One random crop (raw image, mask, valid, loss weight; see :meth:`SceneRegion.read`),
+        padded to the tile size where the region is smaller."""
         region = self.regions[int(rng.choice(len(self.regions), p=self._region_weights))]
         tile = self.tile_size_px
         height, width = min(tile, region.split_row), min(tile, region.info.width)
         row = int(rng.integers(0, region.split_row - height + 1))
         col = int(rng.integers(0, region.info.width - width + 1))
-        image, mask, valid = region.read(row, col, height, width)
+        arrays = region.read(row, col, height, width)
         if (height, width) != (tile, tile):
             pad = ((0, tile - height), (0, tile - width))
-            image = np.pad(image, ((0, 0),) + pad)
-            mask, valid = np.pad(mask, pad), np.pad(valid, pad)
+            arrays = (np.pad(arrays[0], ((0, 0),) + pad),) + tuple(np.pad(a, pad) for a in arrays[1:])
         if self.flip_axis is not None and rng.random() < 0.5:
-            image, mask, valid = np.flip(image, self.flip_axis), np.flip(mask, self.flip_axis), np.flip(valid, self.flip_axis)
-        return image, mask, valid
+            arrays = tuple(np.flip(a, self.flip_axis) for a in arrays)
+        return arrays
 
     def sample_batch(self, rng: np.random.Generator, batch_size: int, settings: ModelSettings):
-        """(normalised images (B, bands, T, T), masks (B, 1, T, T), valid (B, 1, T, T)), float32."""
+        """(normalised images (B, bands, T, T), masks (B, 1, T, T), loss weights (B, 1, T, T)), float32."""
         tiles = [self.sample_tile(rng) for _ in range(batch_size)]
         images = normalise(np.stack([t[0] for t in tiles]).astype(np.float32, copy=False), settings)
         masks = np.stack([t[1] for t in tiles])[:, None].astype(np.float32)
-        valid = np.stack([t[2] for t in tiles])[:, None].astype(np.float32)
-        return images, masks, valid
+        weights = np.stack([t[3] for t in tiles])[:, None].astype(np.float32, copy=False)
+        return images, masks, weights
 
     def band_statistics(self, rng: np.random.Generator, tiles: int = _STAT_TILES) -> tuple[tuple, tuple]:
         """Per-band mean and std over the valid pixels of random training crops."""
@@ -402,7 +449,7 @@ class TrainingData:
         squares = np.zeros(self.bands)
         count = 0
         for _ in range(tiles):
-            image, _mask, valid = self.sample_tile(rng)
+            image, _mask, valid, _weight = self.sample_tile(rng)
             values = image[:, valid].astype(np.float64)
             total += values.sum(axis=1)
             squares += (values ** 2).sum(axis=1)
@@ -416,17 +463,19 @@ class TrainingData:
 
 # ---------------------------------------------------------------- loss
 
-def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                     focal_weight: float = 10.0, gamma: float = 2.0, smooth: float = 1.0) -> torch.Tensor:
     """Soft dice over the batch + ``focal_weight`` x focal loss (γ = ``gamma``, no α), both on
-    logits and over valid pixels only (padding and nodata teach nothing)."""
+    logits and over valid pixels only (weight 0: padding and nodata teach nothing). The focal
+    term is weighted per pixel by ``weight`` (the contact zone counts more); dice is not."""
     logits = logits.float()
+    valid = (weight > 0).to(logits.dtype)
     probability = torch.sigmoid(logits)
     intersection = (probability * target * valid).sum()
     dice = 1 - (2 * intersection + smooth) / ((probability * valid).sum() + (target * valid).sum() + smooth)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p_true = probability * target + (1 - probability) * (1 - target)
-    focal = ((1 - p_true) ** gamma * bce * valid).sum() / valid.sum().clamp_min(1.0)
+    focal = ((1 - p_true) ** gamma * bce * weight).sum() / valid.sum().clamp_min(1.0)
     return dice + focal_weight * focal
 
 
@@ -562,7 +611,10 @@ def _checkpoint_settings(base: ModelSettings, record: EpochRecord, options: Trai
                  tile_size_px=options.tile_size_px, batch_size=options.batch_size,
                  learning_rate=options.learning_rate, seed=options.seed,
                  initial_model=Path(str(options.initial_model)).name if options.initial_model else None,
-                 loss=f"dice + {options.focal_weight:g} x focal (gamma {options.focal_gamma:g})")
+                 loss=f"dice + {options.focal_weight:g} x focal (gamma {options.focal_gamma:g})"
+                      + (f", focal x {1 + options.contact_weight:g} where touching buildings meet"
+                         if options.contact_weight > 0 else ""),
+                 contact_weight=options.contact_weight)
     return replace(base, extra=extra)
 
 
@@ -697,10 +749,10 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                 feedback.check_cancelled()
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate_at(options, (epoch - 1) * steps + step, options.epochs * steps)
-                images, masks, valid = data.sample_batch(rng, options.batch_size, base)
+                images, masks, weights = data.sample_batch(rng, options.batch_size, base)
                 x = torch.from_numpy(images).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(masks).to(device, non_blocking=True)
-                w = torch.from_numpy(valid).to(device, non_blocking=True)
+                w = torch.from_numpy(weights).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits = model(x)
                 loss = dice_focal_loss(logits, y, w, options.focal_weight, options.focal_gamma)

@@ -32,7 +32,7 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 <b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default auto.
 <b>Resume</b>: continue an interrupted or finished run from the file <i>output</i>.resume.pt written beside the output after every epoch. Default off.
-Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).
+Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model used 5), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).
 <b>Output model</b>: the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
 Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
@@ -59,6 +59,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
     LOOK_DIRECTION = "LOOK_DIRECTION"
     MIN_AREA = "MIN_AREA"
     LABEL_EROSION = "LABEL_EROSION"
+    CONTACT_WEIGHT = "CONTACT_WEIGHT"
     MIXED_PRECISION = "MIXED_PRECISION"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     BEST_F1 = "BEST_F1"
@@ -113,6 +114,10 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                                  f"else {DEFAULT_LABEL_EROSION_M:g})"),
                                          QgsProcessingParameterNumber.Double, optional=True, minValue=0.0,
                                          maxValue=5.0),
+            QgsProcessingParameterNumber(self.CONTACT_WEIGHT,
+                                         self.tr("Extra loss weight where touching buildings meet (0: off)"),
+                                         QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
+                                         maxValue=50.0),
             QgsProcessingParameterBoolean(self.MIXED_PRECISION,
                                           self.tr("Mixed precision (CUDA; CPUs with AMX or AVX512-BF16)"),
                                           defaultValue=True),
@@ -186,6 +191,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
             look_direction=LOOK_CHOICES[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)],
             label_min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             label_erosion_m=self._optional_number(parameters, self.LABEL_EROSION, context),
+            contact_weight=self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context),
             mixed_precision=self.parameterAsBoolean(parameters, self.MIXED_PRECISION, context))
         paths = [layer.source().split("|")[0] for layer in rasters]
         try:

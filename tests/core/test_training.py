@@ -129,8 +129,8 @@ def test_validation_rows_are_never_in_training_tiles(tmp_path):
         training = open_data(stack, raster, labels)
         assert [r.split_row for r in training.regions] == [96]
         tiles = [training.sample_tile(rng) for _ in range(200)]
-    assert max(float(image.max()) for image, _, _ in tiles) < 999.0
-    assert all(image.shape == (4, 64, 64) for image, _, _ in tiles)
+    assert max(float(image.max()) for image, *_ in tiles) < 999.0
+    assert all(image.shape == (4, 64, 64) for image, *_ in tiles)
 
 
 def test_masks_come_from_reprojected_footprints_without_small_buildings(scene):
@@ -143,6 +143,27 @@ def test_masks_come_from_reprojected_footprints_without_small_buildings(scene):
         region = data.regions[0]
         assert len(region.footprints) == len(BOXES) + 1 and len(region.mask_footprints) == len(BOXES)
         np.testing.assert_array_equal(region.mask, expected)
+
+
+def test_the_contact_zone_weights_the_gap_between_touching_buildings_only(tmp_path):
+    left, right, alone = (20, 10, 44, 40), (20, 40, 44, 70), (60, 10, 80, 40)
+    raster = write_raster(tmp_path / "pair.tif", boxes_scene(SIZE, SIZE, [left, right, alone]))
+    labels = write_labels(tmp_path / "pair.gpkg", [left, right, alone])
+    with ExitStack() as stack:
+        plain = open_data(stack, raster, labels, label_erosion_m=1.0)
+        weighted = open_data(stack, raster, labels, label_erosion_m=1.0, contact_weight=4.0)
+        windowed = open_data(stack, raster, labels, label_erosion_m=1.0, contact_weight=4.0, cache_limit_mb=0)
+        region = weighted.regions[0]
+        assert plain.regions[0].zone is None and region.contact_radius_px == 2
+        zone = region.zone
+        # the wall is between columns 39 and 40; the gap between the cores is 38-41 (test above):
+        # the zone covers it and one pixel of each core, along the wall's rows only
+        assert zone[32, 37:43].all() and not zone[32, 36] and not zone[32, 43]
+        assert zone[20:44, 40].all() and not zone[:18, 40].any() and not zone[46:, 40].any()
+        assert not zone[60:80].any()  # the lone building has no contact
+        _, _, valid, weight = region.read(0, 0, 96, SIZE)
+        assert set(np.unique(weight[zone & valid])) == {5.0} and set(np.unique(weight[~zone & valid])) == {1.0}
+        np.testing.assert_array_equal(windowed.regions[0].read(8, 16, 64, 64)[3], region.read(8, 16, 64, 64)[3])
 
 
 def test_windowed_reading_gives_the_same_tiles_as_the_cache(scene):
@@ -220,10 +241,11 @@ def test_cli_trains_and_prints_a_json_summary(scene, tmp_path, capsys):
     output = tmp_path / "cli.pt"
     code = main(["train", "--raster", str(raster), "--labels", str(labels), "--output", str(output),
                  "--width", "0.0625", "--epochs", "1", "--steps-per-epoch", "1", "--tile-size", "64",
-                 "--batch-size", "2", "--val-share", "0.25", "--json", "--quiet"])
+                 "--batch-size", "2", "--val-share", "0.25", "--contact-weight", "4", "--json", "--quiet"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == 1 and summary["best_epoch"] == 1 and output.is_file()
+    assert load_model(output)[1].extra["contact_weight"] == 4.0
     assert main(["train", "--raster", str(raster), "--output", str(output), "--labels", str(labels),
                  "--labels", str(labels)]) == 2
 

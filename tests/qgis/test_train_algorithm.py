@@ -75,6 +75,17 @@ def test_label_erosion_is_an_optional_advanced_parameter_stored_in_the_model(alg
     assert load_model(result["OUTPUT_MODEL"])[1].grow_m == 0.0
 
 
+def test_contact_weight_is_an_advanced_parameter_recorded_in_the_model(algorithm, scene, tmp_path):
+    parameter = algorithm.parameterDefinition("CONTACT_WEIGHT")
+    assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0.0
+    raster, labels = scene
+    result = run_train(raster, labels, tmp_path / "contact.pt", EPOCHS=1, VALIDATION_SHARE=0, CONTACT_WEIGHT=5.0)
+    extra = load_model(result["OUTPUT_MODEL"])[1].extra
+    assert extra["contact_weight"] == 5.0 and "focal x 6 where touching buildings meet" in extra["loss"]
+    with pytest.raises(QgsProcessingException):
+        run_train(raster, labels, tmp_path / "bad.pt", CONTACT_WEIGHT=-1.0)
+
+
 def test_footprint_layers_from_any_provider_are_read_through_qgis(algorithm, scene, tmp_path):
     raster, labels = scene
     memory = QgsVectorLayer(str(labels), "footprints", "ogr").materialize(QgsFeatureRequest())
