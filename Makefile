@@ -64,4 +64,4 @@ train-default-model: setup
 
 # Held-out F1 of the bundled model beside the non-learned span baseline (model card table).
 evaluate: setup
-	$(PY) scripts/evaluate_models.py --models sn6_footprints/models/sn6_sim_unet11_w0125.pt --span-baseline --markdown
+	$(PY) scripts/evaluate_models.py --models sn6_footprints/models/sn6_sim_unet11_w025.pt --span-baseline --markdown

@@ -6,7 +6,7 @@ inference uses channels_last in fp32; this shows what each buys against plain fp
 baseline), measured in the same run, on the same random batches. Prints the median seconds
 per call and the speed-up against the baseline.
 
-    .venv/bin/python bench/bench_precision.py [--width 0.125] [--batch 8] [--tile 256] [--repeats 6]
+    .venv/bin/python bench/bench_precision.py [--width 0.25] [--batch 8] [--tile 256] [--repeats 6]
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def run(width: float, batch: int, tile: int, repeats: int) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=6)

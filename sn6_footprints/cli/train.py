@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--labels", action="append", required=True, metavar="VECTOR",
                    help="footprints of the raster given at the same position (any OGR format, any CRS)")
     p.add_argument("--output", required=True, help="checkpoint to write (.pt); <output>.resume.pt is kept beside it")
-    p.add_argument("--width", type=float, default=0.125, help="channel multiplier, 1 = SN6 baseline (default 0.125)")
+    p.add_argument("--width", type=float, default=0.25, help="channel multiplier, 1 = SN6 baseline (default 0.25, the bundled model)")
     p.add_argument("--init", help="checkpoint to fine-tune ('bundled' for the plugin's model; default: random init)")
     p.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the training area)")
@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
                         "(default: the initial model's, else 1; 0 learns whole footprints)")
     p.add_argument("--contact-weight", type=float, default=0.0, metavar="W",
                    help="extra loss weight of the gap between touching buildings and its edges: such a pixel "
-                        "counts 1 + W times (default 0: off; the bundled model used 5)")
+                        "counts 1 + W times (default 0: off; the bundled model: 0; 5 was tried, see its model card)")
     p.add_argument("--no-mixed-precision", action="store_true",
                    help="train in float32 (default: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16)")
     p.add_argument("--no-augment", action="store_true", help="no flips along the look direction")

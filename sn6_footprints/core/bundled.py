@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-BUNDLED_MODEL = MODELS_DIR / "sn6_sim_unet11_w0125.pt"
+BUNDLED_MODEL = MODELS_DIR / "sn6_sim_unet11_w025.pt"
 
 
 def bundled_model_path() -> Path:

@@ -68,7 +68,7 @@ class TrainingError(ValueError):
 class TrainingOptions:
     """Everything a training run may set. Defaults: the SN6 baseline recipe, a CPU-sized model."""
 
-    width: float = 0.125                  # channel multiplier (1 = the SN6 baseline)
+    width: float = 0.25                   # channel multiplier (1 = the SN6 baseline, 0.25 the bundled model)
     initial_model: str | None = None      # checkpoint to fine-tune, "bundled", or None (random init)
     tile_size_px: int = 256               # training crop side, multiple of 32
     batch_size: int = 8
@@ -101,7 +101,7 @@ class TrainingOptions:
 
     def check(self) -> None:
         if not 0 < self.width <= 4:
-            raise ValueError(f"Width {self.width} must be in (0, 4]; 1 is the SN6 baseline, 0.125 the bundled model.")
+            raise ValueError(f"Width {self.width} must be in (0, 4]; 1 is the SN6 baseline, 0.25 the bundled model.")
         if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
             raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
                              "(the SN6 baseline trains on 512 px crops).")
