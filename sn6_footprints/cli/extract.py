@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
                         "is opposite to the model's look direction, else the model's setting)")
     p.add_argument("--flip-average", choices=("model", "yes", "no"), default="model",
                    help="average every tile's prediction with that of its copy flipped along the look direction "
-                        "(twice the compute; default 'model': the model's setting, off for the bundled model)")
+                        "(twice the compute; default 'model': the model's setting, on for the bundled model)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
