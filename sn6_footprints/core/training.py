@@ -254,8 +254,8 @@ class SceneRegion:
         # from the two pixel columns of a shared wall, the zone reaches across the eroded gap
         # and one pixel into each core
         self.contact_radius_px = int(math.ceil(erosion_px - 1e-9))
-        self._whole = whole if contact_weight > 0 else []
-        self._whole_tree = shapely.STRtree(self._whole)
+        # the whole footprints, for the contact zone; only when it is weighted
+        self._whole = (whole, shapely.STRtree(whole)) if contact_weight > 0 else None
         self.image: np.ndarray | None = None
         self.mask: np.ndarray | None = None
         self.valid: np.ndarray | None = None
@@ -293,7 +293,7 @@ class SceneRegion:
         U-Net paper weights the borders between touching cells)."""
         shape = (int(window.height), int(window.width))
         pad = self.contact_radius_px + 1
-        ids = self._ids(self._whole, self._whole_tree, window, pad) if self._whole else None
+        ids = self._ids(*self._whole, window, pad) if self._whole else None
         if ids is None:
             return np.zeros(shape, bool)
         zone = contact_pixels(ids)

@@ -17,7 +17,7 @@ from .core_bridge import ProcessingFeedback, add_features, source_geometries
 from .styling import QmlStyle
 
 ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)", "Yes (south-looking scene for a north-looking model)", "No")
-FLIP_CHOICES = ("The model's setting (usually no)", "Yes", "No")
+FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 CHOICE_VALUES = (None, True, False)  # ROTATION_CHOICES / FLIP_CHOICES: None = the model's setting
 SCORE_OUTPUTS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
 
