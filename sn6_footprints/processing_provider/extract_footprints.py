@@ -27,7 +27,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 <b>Model file</b>: a UNet11 checkpoint (.pt/.pth/.model): the SpaceNet 6 baseline weights, or one written by 'Train footprint model'. Empty: the bundled model (a small model trained on simulated SAR). Its metadata gives the defaults below; a bare SN6 baseline file uses the SN6 settings.
 <b>Ground-truth footprints</b> (optional): polygons in any CRS (reprojected). The run then reports TP, FP, FN, precision, recall and F1 (SpaceNet rule: IoU &gt; 0.5, greedy by confidence, buildings under the minimum area ignored) as outputs.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default auto.
-<b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.55).
+<b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.6).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
 <b>Simplification tolerance</b>: map units; 0 keeps the pixel outline. Default 0.5.
 A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
