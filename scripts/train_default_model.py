@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     if not 1 <= args.scenes <= CALIBRATION_SEEDS.start - FIRST_SEED:
         parser.error(f"--scenes must be 1-{CALIBRATION_SEEDS.start - FIRST_SEED}: seed {CALIBRATION_SEEDS.start} "
                      "on is kept for the threshold calibration")
+    if args.dense_share is not None and not 0.0 <= args.dense_share <= 1.0:
+        parser.error(f"--dense-share {args.dense_share:g} must be between 0 and 1")
 
     started = time.perf_counter()
     workdir = Path(args.workdir)
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     if args.calibrate_only:
         print(json.dumps(calibrate_threshold(Path(args.output), workdir, args.size)))
         return 0
-    rasters, labels = [], []
+    rasters, labels, dense = [], [], 0
     for index in range(args.scenes):
         parameters = scene_parameters(index, args.size, args.dense_share)
         stem = f"train_{parameters['seed']}_{parameters['layout']}"  # a scene made for another share is not reused
@@ -149,8 +151,8 @@ def main(argv=None) -> int:
             simulate_scene(raster, label, **parameters)
         rasters.append(raster)
         labels.append(label)
+        dense += parameters["layout"] == "dense"
     simulated = time.perf_counter() - started
-    dense = sum(scene_parameters(index, args.size, args.dense_share)["layout"] == "dense" for index in range(args.scenes))
     print(f"{len(rasters)} training scenes ready in {simulated:.0f} s", flush=True)
     options = TrainingOptions(
         width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
