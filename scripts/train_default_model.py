@@ -136,32 +136,37 @@ def main(argv=None) -> int:
     if args.dense_share is not None and not 0.0 <= args.dense_share <= 1.0:
         parser.error(f"--dense-share {args.dense_share:g} must be between 0 and 1")
 
+    parameters = [scene_parameters(index, args.size, args.dense_share) for index in range(args.scenes)]
+    dense = sum(p["layout"] == "dense" for p in parameters)
+    options = TrainingOptions(
+        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
+        tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
+        label_erosion_m=args.label_erosion, contact_weight=args.contact_weight, cache_limit_mb=args.cache_limit_mb,
+        device=args.device, resume=args.resume, seed=0,
+        description=(f"bundled default: {args.scenes} simulated scenes of {args.size} px, seeds "
+                     f"{FIRST_SEED}-{FIRST_SEED + args.scenes - 1}, {dense} of them dense "
+                     f"(scripts/train_default_model.py)"))
+    try:
+        options.check()  # a bad value is a usage error, before minutes of simulation
+    except ValueError as error:
+        parser.error(str(error))
+
     started = time.perf_counter()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if args.calibrate_only:
         print(json.dumps(calibrate_threshold(Path(args.output), workdir, args.size)))
         return 0
-    rasters, labels, dense = [], [], 0
-    for index in range(args.scenes):
-        parameters = scene_parameters(index, args.size, args.dense_share)
-        stem = f"train_{parameters['seed']}_{parameters['layout']}"  # a scene made for another share is not reused
+    rasters, labels = [], []
+    for scene in parameters:
+        stem = f"train_{scene['seed']}_{scene['layout']}"  # a scene made for another share is not reused
         raster, label = workdir / f"{stem}.tif", workdir / f"{stem}.gpkg"
         if not (raster.is_file() and label.is_file()):
-            simulate_scene(raster, label, **parameters)
+            simulate_scene(raster, label, **scene)
         rasters.append(raster)
         labels.append(label)
-        dense += parameters["layout"] == "dense"
     simulated = time.perf_counter() - started
     print(f"{len(rasters)} training scenes ready in {simulated:.0f} s", flush=True)
-    options = TrainingOptions(
-        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
-        tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
-        label_erosion_m=args.label_erosion, contact_weight=args.contact_weight, cache_limit_mb=args.cache_limit_mb,
-        device=args.device, resume=args.resume, seed=0,
-        description=(f"bundled default: {len(rasters)} simulated scenes of {args.size} px, seeds "
-                     f"{FIRST_SEED}-{FIRST_SEED + len(rasters) - 1}, {dense} of them dense "
-                     f"(scripts/train_default_model.py)"))
     result = train_model(rasters, labels, args.output, options, PrintFeedback())
     calibration = calibrate_threshold(Path(result.output_path), workdir, args.size)
     summary = {"output": str(result.output_path), "best_epoch": result.best_epoch, "best_validation_f1": result.best_f1,

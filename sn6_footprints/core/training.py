@@ -123,6 +123,8 @@ class TrainingOptions:
                              f"(default {DEFAULT_LABEL_EROSION_M:g} m; 0 learns whole footprints).")
         if not 0 <= self.contact_weight <= 50:
             raise ValueError(f"Contact weight {self.contact_weight} must be in [0, 50] (0: off).")
+        if not self.cache_limit_mb >= 0:
+            raise ValueError(f"Cache limit {self.cache_limit_mb} MB must be 0 or more (0: read every crop from disk).")
         for look in (self.look_direction, *(self.raster_look_directions or ())):
             if look is not None and look not in LOOK_DIRECTIONS:
                 raise ValueError(f"Look direction {look!r}: choose one of {', '.join(LOOK_DIRECTIONS)}.")

@@ -262,6 +262,14 @@ def test_cosine_schedule_decays_from_the_learning_rate_to_zero():
         TrainingOptions(lr_schedule="step").check()
 
 
+def test_a_negative_cache_limit_is_refused_and_zero_reads_from_disk():
+    from sn6_footprints.core.training import TrainingOptions
+
+    with pytest.raises(ValueError, match="Cache limit -1 MB must be 0 or more"):
+        TrainingOptions(cache_limit_mb=-1).check()
+    TrainingOptions(cache_limit_mb=0).check()
+
+
 def test_eroded_masks_leave_a_gap_between_touching_buildings_and_the_checkpoint_says_how_much(tmp_path):
     left, right = (20, 10, 44, 40), (20, 40, 44, 70)  # two 12 x 15 m buildings sharing a wall
     raster = write_raster(tmp_path / "pair.tif", boxes_scene(SIZE, SIZE, [left, right]))
