@@ -8,9 +8,10 @@ STAMP_PIP := $(VENV)/.pip-ok
 APT_PACKAGES := qgis python3-qgis qgis-providers xvfb libgdal-dev libgeos-dev python3-venv python3-dev python3-scipy gcc g++ zip time
 BUILD := build
 PLUGIN_DIR := $(BUILD)/plugins/sn6_footprints
+DIST := dist
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup demo test test-core install-plugin package bench clean train-default-model evaluate
+.PHONY: setup demo test test-core install-plugin package lint bench clean train-default-model evaluate
 
 setup: $(STAMP_PIP)
 
@@ -29,18 +30,29 @@ $(STAMP_PIP): $(STAMP_APT) requirements.txt
 	$(PY) -c "import rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6'), rasterio.__gdal_version__; print('rasterio', rasterio.__version__, 'GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
 	@touch $@
 
-# The plugin as QGIS installs it: the package plus metadata.txt and resources/ inside it.
+# The plugin as QGIS installs it: the package plus metadata.txt, resources/ (icon, styles, the
+# ready-made model) and LICENSE (when the repository has one) inside it; no caches or dev files.
 install-plugin: setup
 	@rm -rf $(PLUGIN_DIR) && mkdir -p $(PLUGIN_DIR)
 	@cp -r sn6_footprints/. $(PLUGIN_DIR)/
 	@cp metadata.txt $(PLUGIN_DIR)/ && cp -r resources $(PLUGIN_DIR)/
-	@find $(PLUGIN_DIR) \( -name __pycache__ -o -name "*.resume.pt" \) -prune -exec rm -rf {} +
+	@if [ -f LICENSE ]; then cp LICENSE $(PLUGIN_DIR)/; fi
+	@find $(PLUGIN_DIR) \( -name __pycache__ -o -name .pytest_cache -o -name tests -o -name "*.pyc" \
+	  -o -name "*.resume.pt" -o -name "*~" -o -name "*.orig" -o -name "*.rej" -o -name ".*.swp" \) -prune -exec rm -rf {} +
 	@echo "plugin installed in $(PLUGIN_DIR)"
 
+# The ZIP for "Install from ZIP" and the plugins site: $(DIST)/sn6_footprints-<version>.zip.
 package: install-plugin
-	@mkdir -p dist && rm -f dist/sn6_footprints-*.zip
-	@cd $(BUILD)/plugins && zip -qr ../../dist/sn6_footprints-$$(sed -n 's/^version=//p' sn6_footprints/metadata.txt).zip sn6_footprints
-	@ls dist/*.zip
+	@mkdir -p $(DIST) && rm -f $(DIST)/sn6_footprints-*.zip
+	@version=$$(sed -n 's/^version=//p' $(PLUGIN_DIR)/metadata.txt); \
+	  cd $(BUILD)/plugins && zip -qrX $(abspath $(DIST))/sn6_footprints-$$version.zip sn6_footprints \
+	  -x '*/__pycache__/*' '*.pyc' '*.resume.pt'
+	@ls $(DIST)/sn6_footprints-*.zip
+
+# As the plugins site checks: pyflakes/pycodestyle/bugbear (ruff.toml) and bandit (bandit.yaml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/bandit -q -r sn6_footprints -c bandit.yaml
 
 demo: install-plugin
 	@scripts/demo.sh
