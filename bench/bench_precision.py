@@ -55,7 +55,7 @@ def run(width: float, batch: int, tile: int, repeats: int) -> list[dict]:
             x = images.contiguous(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-        def train_step():
+        def train_step(model=model, x=x, dtype=dtype, optimizer=optimizer):  # bound now: run in this iteration
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = model(x)
             loss = dice_focal_loss(logits, masks, valid)
@@ -64,7 +64,7 @@ def run(width: float, batch: int, tile: int, repeats: int) -> list[dict]:
             optimizer.step()
 
         @torch.inference_mode()
-        def forward():
+        def forward(model=model, x=x, dtype=dtype):
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                 torch.sigmoid(model(x).float())
 

@@ -139,8 +139,9 @@ def main(argv=None) -> int:
     parameters = [scene_parameters(index, args.size, args.dense_share) for index in range(args.scenes)]
     dense = sum(p["layout"] == "dense" for p in parameters)
     options = TrainingOptions(
-        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule="cosine",
-        tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band", look_direction="north",
+        width=args.width, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr,
+        lr_schedule="cosine", tile_size_px=256, batch_size=8, validation_share=0.2, normalisation="per-band",
+        look_direction="north",
         label_erosion_m=args.label_erosion, contact_weight=args.contact_weight, cache_limit_mb=args.cache_limit_mb,
         device=args.device, resume=args.resume, seed=0,
         description=(f"bundled default: {args.scenes} simulated scenes of {args.size} px, seeds "

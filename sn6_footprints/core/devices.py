@@ -32,10 +32,11 @@ def cpu_supports_bf16() -> bool:
     for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         check = getattr(cpu, name, None)
         try:
-            if check is not None and check():
-                return True
+            supported = check is not None and bool(check())
         except Exception:  # a private helper that changed: fall back to fp32
-            continue
+            supported = False
+        if supported:
+            return True
     return False
 
 

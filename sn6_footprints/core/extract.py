@@ -113,7 +113,8 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         seconds["vectorize"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
-    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast), seconds)
+    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast),
+                            seconds)
 
 
 def score_extraction(result: ExtractionResult, truth_geometries: list, variant: str = "sn6"):

@@ -83,7 +83,8 @@ class TrainingOptions:
     seed: int = 0
     normalisation: str = "auto"           # auto: the initial model's, else sn6; or per-band stats
     look_direction: str | None = None     # the model's; None: the initial model's, else north
-    raster_look_directions: tuple[str | None, ...] | None = None  # per raster; None = its LOOK_DIRECTION tag, else the model's
+    # per raster; None = its LOOK_DIRECTION tag, else the model's
+    raster_look_directions: tuple[str | None, ...] | None = None
     label_min_area_m2: float = SN6_MIN_AREA_M2  # footprints this small or smaller stay out of the masks
     # Every footprint is shrunk by this many metres in the masks (None: the initial model's,
     # else DEFAULT_LABEL_EROSION_M); extraction grows blobs back by as much.
@@ -726,7 +727,8 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
             total_steps = resume_state["steps"]
             feedback.info(f"Resuming after epoch {start_epoch} (best epoch {best_epoch}).")
 
-        steps = options.steps_per_epoch or max(1, round(data.training_pixels / (options.tile_size_px ** 2 * options.batch_size)))
+        steps = options.steps_per_epoch or max(
+            1, round(data.training_pixels / (options.tile_size_px ** 2 * options.batch_size)))
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="sn6-training-"))
         validation = ValidationSet(data.regions, scratch)
         tiling = TilingOptions(options.tile_size_px, min(64, options.tile_size_px // 4), options.batch_size)
@@ -803,7 +805,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
     settings = load_model(output_path)[1] if best is not None and output_path.is_file() else None
     seconds = time.perf_counter() - started
     if best is not None:
-        feedback.info(f"Best epoch {best.epoch}" + (f", validation F1 {best.val_f1:.4f}" if best.val_f1 is not None else "")
-                      + f": {output_path} ({seconds:.0f} s)")
+        val_f1 = f", validation F1 {best.val_f1:.4f}" if best.val_f1 is not None else ""
+        feedback.info(f"Best epoch {best.epoch}{val_f1}: {output_path} ({seconds:.0f} s)")
     return TrainingResult(output_path, best_epoch, best.val_f1 if best else None, len(history), history,
                           settings, seconds)

@@ -8,7 +8,7 @@ read with ``weights_only=True``: a checkpoint can never run code.
 from __future__ import annotations
 
 import os
-import pickle
+import pickle  # only for UnpicklingError; files are read with weights_only=True  # nosec B403
 import tempfile
 from collections import OrderedDict
 from dataclasses import replace

@@ -39,7 +39,10 @@ BRIGHT = 255.0  # normalised (255 - 127.5) / 31.875 = 4 > cut
 DARK = 60.0
 
 
-def write_raster(path: Path, data: np.ndarray, transform: Affine = Affine(0.5, 0, 594000, 0, -0.5, 5750000),
+TRANSFORM = Affine(0.5, 0, 594000, 0, -0.5, 5750000)  # write_raster's default: 0.5 m pixels in UTM 31N
+
+
+def write_raster(path: Path, data: np.ndarray, transform: Affine = TRANSFORM,
                  crs: str | None = "EPSG:32631", nodata: float | None = 0.0) -> Path:
     """A float32 GeoTIFF of (bands, h, w)."""
     bands, height, width = data.shape

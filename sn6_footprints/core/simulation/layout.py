@@ -157,7 +157,7 @@ class _CellBuilder:
                                float(10 ** (r.normal(0.0, 2.0) / 10)), parts)
         self.buildings.append(Building(indices, float(height), roof, shape))
         self.footprints.append(poly)
-        for cx, cy, hl, hw, a, eave, ridge, kind in (p[:8] for p in parts):   # roof clutter: vents, AC units
+        for cx, cy, hl, hw, a, eave, _ridge, kind in (p[:8] for p in parts):   # roof clutter: vents, AC units
             if kind == FLAT:
                 for _ in range(r.poisson(4 * hl * hw / 200.0)):
                     u, v = r.uniform(-hl, hl), r.uniform(-hw, hw)
@@ -389,9 +389,9 @@ def layout_detached(cb: _CellBuilder, plot):
         eave = r.uniform(3.0, 9.0)
         jitter = r.uniform(0, math.pi) if random_angles else r.normal(0, math.radians(3))
         if r.random() < 0.7:
-            l, w = r.uniform(8, 22), r.uniform(6, 14)
+            length, w = r.uniform(8, 22), r.uniform(6, 14)
             ridge, kind = _roof(r, 0.6, eave, half_width=w / 2)
-            return [fr.rect(u, v, l / 2, w / 2, eave, ridge, kind, jitter)], "rectangle"
+            return [fr.rect(u, v, length / 2, w / 2, eave, ridge, kind, jitter)], "rectangle"
         return _l_shape(r, fr, u, v, eave, jitter, arms=(12, 26), widths=(6, 11)), "L"
 
     _scatter(cb, plot, frame, 28, make, gap=3.0)
@@ -424,11 +424,11 @@ def layout_industrial(cb: _CellBuilder, plot):
     frame = _frame_for(cb, plot, 0.6)
 
     def make(fr, u, v):
-        l, w = r.uniform(20, 60), r.uniform(15, 40)
+        length, w = r.uniform(20, 60), r.uniform(15, 40)
         eave = r.uniform(6, 15)
         if r.random() < 0.25:
             return _l_shape(r, fr, u, v, eave, 0.0, arms=(25, 55), widths=(12, 22)), "L"
-        return [fr.rect(u, v, l / 2, w / 2, eave, eave, FLAT)], "rectangle"
+        return [fr.rect(u, v, length / 2, w / 2, eave, eave, FLAT)], "rectangle"
 
     _scatter(cb, plot, frame, 10, make, gap=5.0)
     _boxes(cb, plot, frame, r.integers(4, 16))
@@ -454,10 +454,10 @@ def layout_towers(cb: _CellBuilder, plot):
 
     def make(fr, u, v):
         eave = r.uniform(20, 40)
-        l, w = r.uniform(15, 50), r.uniform(12, 20)
+        length, w = r.uniform(15, 50), r.uniform(12, 20)
         if r.random() < 0.3:
-            l = w = r.uniform(15, 25)
-        return [fr.rect(u, v, l / 2, w / 2, eave, eave, FLAT)], "rectangle"
+            length = w = r.uniform(15, 25)
+        return [fr.rect(u, v, length / 2, w / 2, eave, eave, FLAT)], "rectangle"
 
     _scatter(cb, plot, frame, 6, make, gap=12.0)
 
@@ -507,9 +507,9 @@ def layout_park(cb: _CellBuilder, plot):
 
         def make(fr, u, v):
             eave = r.uniform(3, 6)
-            l, w = r.uniform(6, 14), r.uniform(6, 10)
+            length, w = r.uniform(6, 14), r.uniform(6, 10)
             ridge, kind = _roof(r, 0.5, eave, half_width=w / 2)
-            return [fr.rect(u, v, l / 2, w / 2, eave, ridge, kind)], "rectangle"
+            return [fr.rect(u, v, length / 2, w / 2, eave, ridge, kind)], "rectangle"
         _scatter(cb, plot, frame, 2, make, gap=4.0)
     for _ in range(r.integers(3, 8)):   # clumps
         cx, cy = r.uniform(x0, x1), r.uniform(y0, y1)
