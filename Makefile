@@ -50,9 +50,10 @@ package: install-plugin
 	@ls $(DIST)/sn6_footprints-*.zip
 
 # As the plugins site checks: pyflakes/pycodestyle/bugbear (ruff.toml) and bandit (bandit.yaml).
+# Both always run; the target fails when either finds something.
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/bandit -q -r sn6_footprints -c bandit.yaml
+	@status=0; $(VENV)/bin/ruff check . || status=1; \
+	  $(VENV)/bin/bandit -q -r sn6_footprints -c bandit.yaml || status=1; exit $$status
 
 demo: install-plugin
 	@scripts/demo.sh
