@@ -23,10 +23,15 @@ $(STAMP_APT):
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@touch $@
 
-$(STAMP_PIP): $(STAMP_APT) requirements.txt
-	@echo "== installing Python packages into $(VENV) (rasterio/shapely built against QGIS's GDAL/GEOS)"
-	$(PY) -m pip install -q --upgrade "pip<26"
-	$(PY) -m pip install -q --no-binary rasterio,shapely -r requirements.txt
+# The worker's requirements go in through the plugin's own installer (the user's path: same
+# requirements file, pip options and verification); its record goes under .venv, and tests
+# that make a fresh QGIS profile run `--check --env .venv --profile DIR` (no second torch).
+# The tests load PyQGIS and rasterio in one process, so here rasterio/shapely are built from
+# source against QGIS's GDAL/GEOS.
+$(STAMP_PIP): $(STAMP_APT) requirements.txt sn6_footprints/requirements.txt sn6_footprints/install.py
+	@echo "== installing the worker's packages into $(VENV) with the plugin's installer (rasterio/shapely built against QGIS's GDAL/GEOS)"
+	/usr/bin/python3 -m sn6_footprints.install --env $(VENV) --profile $(VENV)/sn6-profile --cuda $${SN6_CUDA:-auto} --pip-arg=--no-binary=rasterio,shapely
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -c "import rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6'), rasterio.__gdal_version__; print('rasterio', rasterio.__version__, 'GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
 	@touch $@
 
