@@ -1,10 +1,9 @@
 """``extract``: a SAR raster in, a footprint vector file out (and a score with --truth)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import CliError
+from . import CliError, finish
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
 
@@ -37,7 +36,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
-    from ..core.feedback import PrintFeedback
     from ..core.inference import TilingOptions
     from ..core.vector_io import read_footprints, write_footprints
 
@@ -48,7 +46,7 @@ def run(args) -> int:
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
         threshold=args.threshold, min_area_m2=args.min_area, simplify_map_units=args.simplify,
         rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average])
-    result = extract_footprints(args.raster, options, PrintFeedback(quiet=args.quiet))
+    result = extract_footprints(args.raster, options, args.feedback)
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
@@ -57,11 +55,8 @@ def run(args) -> int:
         report = score_extraction(result, truth.geometries)
         summary.update(tp=report.tp, fp=report.fp, fn=report.fn, precision=report.precision,
                        recall=report.recall, f1=report.f1)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{summary['buildings']} buildings -> {args.output} ({summary['seconds']['total']:.1f} s on {result.device})")
-        if args.truth:
-            print(f"TP {summary['tp']}  FP {summary['fp']}  FN {summary['fn']}  precision {summary['precision']:.4f}"
-                  f"  recall {summary['recall']:.4f}  F1 {summary['f1']:.4f}")
-    return 0
+    text = f"{summary['buildings']} buildings -> {args.output} ({summary['seconds']['total']:.1f} s on {result.device})"
+    if args.truth:
+        text += (f"\nTP {summary['tp']}  FP {summary['fp']}  FN {summary['fn']}  precision {summary['precision']:.4f}"
+                 f"  recall {summary['recall']:.4f}  F1 {summary['f1']:.4f}")
+    return finish(args, summary, text)

@@ -1,9 +1,9 @@
 """``score``: SpaceNet F1 of proposed footprints against ground truth (both variants)."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
-from . import CliError
+from . import CliError, finish
 
 # Min-area defaults. SpaceNet CSVs are in pixels: the SN6 scorer's 80 px is 20 m² at 0.5 m,
 # solaris's SpaceNet evaluation uses 20 px. Georeferenced layers: 20 m² for both.
@@ -43,6 +43,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     p.add_argument("--features", action="store_true",
                    help="with --json: add one record per proposal and per truth polygon (IoU, match, status)")
+    p.add_argument("--scored-proposals", metavar="FILE",
+                   help="write the proposals with status (TP/FP), IoU and matched truth id (source_fid, status, "
+                        "iou, truth_fid), in the scoring CRS; format by extension")
+    p.add_argument("--missed", metavar="FILE",
+                   help="write the missed ground-truth buildings (FN) with their best IoU (source_fid, best_iou)")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report with a table per image")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(run=run)
 
@@ -59,7 +65,6 @@ def crs_label(crs) -> str | None:
 
 
 def run(args) -> int:
-    from ..core.feedback import PrintFeedback
     from ..core.footprint_sources import load_for_scoring
     from ..core.scoring import score_footprints
 
@@ -69,7 +74,11 @@ def run(args) -> int:
         raise CliError(f"--min-area must not be negative, not {args.min_area}")
     if args.features and not args.json:
         raise CliError("--features needs --json")
-    feedback = PrintFeedback(quiet=args.quiet)
+    outputs = [path for path in (args.scored_proposals, args.missed, args.html) if path]
+    inputs = {Path(args.truth).resolve(), Path(args.proposals).resolve()}
+    if any(Path(path).resolve() in inputs for path in outputs):
+        raise CliError("an output path is one of the inputs; choose another output file")
+    feedback = args.feedback
     truth, proposals, crs = load_for_scoring(
         args.truth, args.proposals, image_field=args.image_field, truth_id_field=args.truth_id_field,
         proposal_id_field=args.proposal_id_field, confidence_field=args.confidence_field, feedback=feedback)
@@ -83,12 +92,12 @@ def run(args) -> int:
         proposal_confidence=proposals.confidence, truth_ids=truth.feature_ids,
         proposal_ids=proposals.feature_ids, feedback=feedback)
 
-    if args.json:
+    write_score_outputs(args, report, truth, proposals, crs)
+    if args.json or args.events:
         result = report.to_dict(features=args.features)
         result["inputs"] = {"truth": str(args.truth), "proposals": str(args.proposals),
                             "area_units": units, "crs": crs_label(crs)}
-        print(json.dumps(result, indent=2))
-        return 0
+        return finish(args, result)
     measured_in = f", measured in {crs_label(crs)}" if crs is not None else ""
     print(f"SpaceNet F1, variant {report.variant}: IoU > {report.iou_threshold:g}, "
           f"min area {report.min_area:g} {units}{measured_in}")
@@ -108,3 +117,21 @@ def run(args) -> int:
     print(row("pooled", report.pooled))
     print(f"{len(report.per_image)} image(s) scored; F1 {report.f1!r}")
     return 0
+
+
+def write_score_outputs(args, report, truth, proposals, crs) -> None:
+    """The per-feature layers and the HTML report, in the CRS the scores were measured in."""
+    from ..core.score_html import score_html
+    from ..core.vector_io import write_footprints
+
+    if args.scored_proposals:
+        write_footprints(args.scored_proposals, proposals.geometries, {
+            "source_fid": list(proposals.feature_ids), "status": list(report.proposal_status),
+            "iou": [float(v) for v in report.proposal_iou], "truth_fid": list(report.proposal_match)}, crs)
+    if args.missed:
+        missed = [i for i, status in enumerate(report.truth_status) if status == "FN"]
+        write_footprints(args.missed, [truth.geometries[i] for i in missed], {
+            "source_fid": [truth.feature_ids[i] for i in missed],
+            "best_iou": [float(report.truth_iou[i]) for i in missed]}, crs)
+    if args.html:
+        Path(args.html).write_text(score_html(report, "SpaceNet F1 of building footprints"), encoding="utf-8")

@@ -1,10 +1,9 @@
 """``simulate``: write a simulated SN6-like SAR scene and its building footprints."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import CliError
+from . import CliError, finish
 
 
 def add_parser(subparsers) -> None:
@@ -39,7 +38,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.feedback import PrintFeedback
     from ..core.simulation import DEFAULT_ORIGIN, simulate_scene
 
     raster, labels = Path(args.raster), Path(args.labels)
@@ -57,10 +55,10 @@ def run(args) -> int:
         pixel_size_m=args.pixel_size, look_direction=args.look, incidence_deg=args.incidence, looks=args.looks,
         building_density=args.density, scale=args.scale, nodata_strip=args.nodata_strip,
         origin=tuple(args.origin) if args.origin else DEFAULT_ORIGIN, crs=args.crs, layout=args.layout,
-        feedback=PrintFeedback(quiet=args.quiet))
-    if args.json:
-        print(json.dumps({"raster": str(info.raster_path), "labels": str(info.labels_path),
-                          "width": info.width, "height": info.height, "buildings": info.building_count,
-                          "transform": list(info.transform)[:6], "crs": info.crs,
-                          "seconds": round(info.seconds, 2), "parameters": info.parameters}))
+        feedback=args.feedback)
+    summary = {"raster": str(info.raster_path), "labels": str(info.labels_path), "width": info.width,
+               "height": info.height, "buildings": info.building_count, "transform": list(info.transform)[:6],
+               "crs": info.crs, "seconds": round(info.seconds, 2), "parameters": info.parameters}
+    if args.json or args.events:
+        return finish(args, summary)
     return 0

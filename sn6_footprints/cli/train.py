@@ -1,11 +1,10 @@
 """``train``: SAR rasters and their footprint layers in, a UNet11 checkpoint out."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-from . import CliError
+from . import CliError, finish
 
 LOOKS = ("north", "south", "east", "west")
 
@@ -35,6 +34,9 @@ def add_parser(subparsers) -> None:
                    help="bottom share of each raster's rows kept for validation, 0 to below 1 (default 0.2; 0: none)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--resume", action="store_true", help="continue from <output>.resume.pt")
+    p.add_argument("--resume-file", metavar="FILE",
+                   help="where the resume state is written after every epoch and read by --resume "
+                        "(default: <output>.resume.pt beside the output)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--normalisation", default="auto", choices=("auto", "sn6", "per-band"),
                    help="auto: the initial model's, else SN6's 127.5/31.875; per-band: from the training data")
@@ -62,7 +64,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.feedback import PrintFeedback
     from ..core.training import TrainingOptions, train_model
 
     if len(args.raster) != len(args.labels):
@@ -76,20 +77,17 @@ def run(args) -> int:
         width=args.width, initial_model=args.init, tile_size_px=args.tile_size, batch_size=args.batch_size,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay, validation_share=args.val_share, device=args.device, resume=args.resume,
+        resume_file=args.resume_file,
         seed=args.seed, normalisation=args.normalisation, look_direction=args.look_direction,
         raster_look_directions=tuple(args.raster_look) if args.raster_look else None,
         label_min_area_m2=args.min_area, label_erosion_m=args.label_erosion,
         contact_weight=args.contact_weight, augment=not args.no_augment,
         mixed_precision=not args.no_mixed_precision, cache_limit_mb=args.cache_mb,
         description=args.description)
-    result = train_model(args.raster, args.labels, args.output, options, PrintFeedback(quiet=args.quiet))
+    result = train_model(args.raster, args.labels, args.output, options, args.feedback)
     summary = {"output": str(result.output_path), "best_epoch": result.best_epoch, "best_f1": result.best_f1,
                "epochs": result.epochs, "seconds": round(result.seconds, 3),
                "history": [asdict(record) for record in result.history]}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        f1 = "n/a" if result.best_f1 is None else f"{result.best_f1:.4f}"
-        print(f"best epoch {result.best_epoch} (validation F1 {f1}) -> {result.output_path} "
-              f"({result.seconds:.0f} s, {result.epochs} epoch(s))")
-    return 0
+    f1 = "n/a" if result.best_f1 is None else f"{result.best_f1:.4f}"
+    return finish(args, summary, f"best epoch {result.best_epoch} (validation F1 {f1}) -> {result.output_path} "
+                                 f"({result.seconds:.0f} s, {result.epochs} epoch(s))")

@@ -56,3 +56,11 @@ def describe(device: torch.device, dtype: torch.dtype | None) -> str:
     if device.type == "cuda":
         return f"CUDA {torch.cuda.get_device_name(device)} ({precision})"
     return f"CPU ({torch.get_num_threads()} threads, {precision})"
+
+
+def torch_versions() -> str:
+    """PyTorch's version and the CUDA/cuDNN it was built with, for the start-of-run log."""
+    if torch.version.cuda is None:
+        return f"{torch.__version__} (CPU build)"
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return f"{torch.__version__} (CUDA {torch.version.cuda}{f', cuDNN {cudnn}' if cudnn else ''})"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import rasterio
 
-from .bundled import bundled_model_path
-from .devices import describe, resolve_device
+from .bundled import bundled_model_path, describe_model
+from .devices import describe, resolve_device, torch_versions
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, predict_probabilities
 from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
@@ -91,8 +91,9 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     check_raster(info, settings, raster_path)
     flip_average = settings.flip_average if options.flip_average is None else options.flip_average
     device = resolve_device(options.device)
-    feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)}"
-                  f" — {settings.description}")
+    feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)} — "
+                  f"{describe_model(options.model_path, settings)}")
+    feedback.info(f"PyTorch {torch_versions()}")
     predictor = Predictor(model, device, rotate_180=rotate_180,
                           flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px, "

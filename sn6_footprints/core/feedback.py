@@ -55,6 +55,40 @@ class PrintFeedback(Feedback):
         print(f"warning: {message}", file=self._stream, flush=True)
 
 
+class EventFeedback(Feedback):
+    """Feedback for the worker process: every report is one event line on stdout (the
+    protocol in ``sn6_footprints.worker.protocol``); ``cancel()`` is called from the SIGTERM
+    handler, and the core stops at its next check."""
+
+    def __init__(self, stream=None):
+        self._stream = stream
+        self._cancelled = False
+        self._last_percent = -1.0
+
+    def set_progress(self, percent: float) -> None:
+        percent = round(float(percent), 1)
+        if percent != self._last_percent:  # the core reports per tile; one event per 0.1 %
+            self._last_percent = percent
+            self._emit("progress", percent=percent)
+
+    def info(self, message: str) -> None:
+        self._emit("info", message=message)
+
+    def warning(self, message: str) -> None:
+        self._emit("warning", message=message)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def is_cancelled(self) -> bool:
+        return self._cancelled
+
+    def _emit(self, event: str, **fields) -> None:
+        from ..worker.protocol import emit
+
+        emit(event, stream=self._stream, **fields)
+
+
 class SubFeedback(Feedback):
     """Maps 0-100 % of a sub-step onto [start, end] % of its parent, passing the rest on."""
 

@@ -80,6 +80,7 @@ class TrainingOptions:
     validation_share: float = 0.2         # bottom share of each raster's rows; 0: no validation
     device: str = "auto"
     resume: bool = False
+    resume_file: str | None = None        # where the resume state lives; None: <output>.resume.pt
     seed: int = 0
     normalisation: str = "auto"           # auto: the initial model's, else sn6; or per-band stats
     look_direction: str | None = None     # the model's; None: the initial model's, else north
@@ -672,13 +673,13 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
     output_path = Path(output_path)
     if not output_path.parent.is_dir():
         raise FileNotFoundError(f"Output folder {output_path.parent} does not exist; create it or choose another path.")
-    resume_path = resume_path_for(output_path)
+    resume_path = Path(options.resume_file) if options.resume_file else resume_path_for(output_path)
     resume_state = None
     if options.resume:
         if resume_path.is_file():
             resume_state = _load_resume(resume_path)
         else:
-            feedback.warning(f"No resume file {resume_path.name} beside the output: training from the start.")
+            feedback.warning(f"No resume file {resume_path}: training from the start.")
     device = resolve_device(options.device)
 
     with ExitStack() as stack:

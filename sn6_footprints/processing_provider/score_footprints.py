@@ -1,23 +1,18 @@
 """Processing algorithm: Score building footprints (SpaceNet F1)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import shapely
-
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsWkbTypes)
-from qgis.PyQt.QtCore import QVariant
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsVectorLayer,
+                       QgsWkbTypes)
 
-from ..core.feedback import Cancelled
-from ..core.scoring import VARIANTS
 from ..core.settings import SN6_MIN_AREA_M2
 from .base import Sn6Algorithm
-from .core_bridge import ProcessingFeedback, qgs_geometry, source_geometries
+from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
 from .styling import QmlStyle
+
+VARIANTS = ("sn6", "solaris")  # the core's scoring variants, as its CLI names them
 
 HELP = """Scores predicted building footprints against ground truth with the SpaceNet F1 metric: proposals in descending confidence each take the unmatched ground-truth polygon of highest IoU; IoU above the threshold is a true positive.
 
@@ -77,91 +72,59 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(name)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from ..core.score_html import score_html
-        from ..core.scoring import score_footprints
-        from ..core.vector_io import metric_crs
-
         truth_source = self.parameterAsSource(parameters, self.TRUTH, context)
         proposal_source = self.parameterAsSource(parameters, self.PROPOSALS, context)
         if truth_source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.TRUTH))
         if proposal_source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.PROPOSALS))
-        truth_crs = truth_source.sourceCrs()
-        if not truth_crs.isValid():
-            truth_crs = proposal_source.sourceCrs()
-        extent = truth_source.sourceExtent()
-        crs = QgsCoordinateReferenceSystem(metric_crs(truth_crs.toWkt(), [shapely.box(
-            extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())]) or truth_crs.toWkt())
-        if crs != truth_crs:
-            feedback.pushInfo(self.tr(f"Measuring in {crs.authid()} (metres): the ground truth's CRS is geographic."))
         confidence_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context)
         truth_image_field = self.parameterAsString(parameters, self.TRUTH_IMAGE_FIELD, context)
         proposal_image_field = self.parameterAsString(parameters, self.PROPOSAL_IMAGE_FIELD, context)
         if bool(truth_image_field) != bool(proposal_image_field):
             raise QgsProcessingException(self.tr("Give an image id field for both layers, or for neither."))
-        truth, truth_ids, truth_values = source_geometries(truth_source, crs, context, feedback,
-                                                           (truth_image_field,))
-        proposals, proposal_ids, proposal_values = source_geometries(
-            proposal_source, crs, context, feedback, (confidence_field, proposal_image_field))
-        confidence = proposal_values.get(confidence_field)
-        if confidence is not None:
-            confidence = [float(c) if c is not None else 0.0 for c in confidence]
-        variant = VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)]
-        try:
-            report = score_footprints(
-                truth, proposals, variant=variant,
-                min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-                iou_threshold=self.parameterAsDouble(parameters, self.IOU, context),
-                truth_image_ids=truth_values.get(truth_image_field),
-                proposal_image_ids=proposal_values.get(proposal_image_field),
-                proposal_confidence=confidence, truth_ids=truth_ids, proposal_ids=proposal_ids,
-                feedback=ProcessingFeedback(feedback))
-        except Cancelled:
-            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written."))
-        except ValueError as error:
-            raise QgsProcessingException(str(error))
-
-        outputs = {name: value for name, value in zip(
-            self.NUMBERS, (report.f1, report.precision, report.recall, report.tp, report.fp, report.fn))}
-        outputs[self.OUTPUT_PROPOSALS] = self._write(
-            parameters, self.OUTPUT_PROPOSALS, context, crs, proposals,
-            [("source_fid", QVariant.LongLong, proposal_ids), ("status", QVariant.String, report.proposal_status),
-             ("iou", QVariant.Double, [float(v) for v in report.proposal_iou]),
-             ("truth_fid", QVariant.LongLong, report.proposal_match)], feedback)
-        missed = [i for i, status in enumerate(report.truth_status) if status == "FN"]
-        outputs[self.OUTPUT_MISSED] = self._write(
-            parameters, self.OUTPUT_MISSED, context, crs, [truth[i] for i in missed],
-            [("source_fid", QVariant.LongLong, [truth_ids[i] for i in missed]),
-             ("best_iou", QVariant.Double, [float(report.truth_iou[i]) for i in missed])], feedback)
+        crs = truth_source.sourceCrs() if truth_source.sourceCrs().isValid() else proposal_source.sourceCrs()
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        variant = VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)]
+        with scratch_folder() as scratch:
+            # Both layers go in the ground truth's CRS; the worker measures in it, or in the local
+            # UTM zone when it is geographic, and writes its layers in that CRS.
+            truth = export_source(truth_source, scratch / "truth.gpkg", crs, context, feedback,
+                                  {"image_id": truth_image_field})
+            proposals = export_source(proposal_source, scratch / "proposals.gpkg", crs, context, feedback,
+                                      {"confidence": confidence_field, "image_id": proposal_image_field})
+            scored, missed = scratch / "scored.gpkg", scratch / "missed.gpkg"
+            arguments = ["score", str(truth), str(proposals), "--truth-id-field", "source_fid",
+                         "--proposal-id-field", "source_fid", "--scored-proposals", str(scored),
+                         "--missed", str(missed), *optional_args([
+                             ("--variant", variant),
+                             ("--min-area", self.parameterAsDouble(parameters, self.MIN_AREA, context)),
+                             ("--iou", self.parameterAsDouble(parameters, self.IOU, context)),
+                             ("--confidence-field", "confidence" if confidence_field else None),
+                             ("--image-field", "image_id" if truth_image_field else None),
+                             ("--html", html_path)])]
+            report = run_core(arguments, feedback, scratch)
+            measured_crs = self._crs_of(scored, crs) if crs.isGeographic() else crs
+            if crs.isGeographic():
+                feedback.pushInfo(self.tr(f"Measured in {measured_crs.authid()} (metres): the ground truth's CRS "
+                                          "is geographic."))
+            outputs = {name: report[name.lower()] for name in self.NUMBERS}
+            outputs[self.OUTPUT_PROPOSALS] = copy_into_sink(self, parameters, self.OUTPUT_PROPOSALS, context, scored,
+                                                            measured_crs, feedback, QgsWkbTypes.MultiPolygon)
+            outputs[self.OUTPUT_MISSED] = copy_into_sink(self, parameters, self.OUTPUT_MISSED, context, missed,
+                                                         measured_crs, feedback, QgsWkbTypes.MultiPolygon)
         if html_path:
-            Path(html_path).write_text(score_html(report, "SpaceNet F1 of building footprints"), encoding="utf-8")
             outputs[self.OUTPUT_HTML] = html_path
-        feedback.pushInfo(self.tr(f"{variant}: TP {report.tp}, FP {report.fp}, FN {report.fn}, precision "
-                                  f"{report.precision:.4f}, recall {report.recall:.4f}, F1 {report.f1:.4f}"))
+        feedback.pushInfo(self.tr(f"{variant}: TP {report['tp']}, FP {report['fp']}, FN {report['fn']}, precision "
+                                  f"{report['precision']:.4f}, recall {report['recall']:.4f}, F1 {report['f1']:.4f}"))
         self._styles = {outputs[self.OUTPUT_PROPOSALS]: "score_proposals.qml",
                         outputs[self.OUTPUT_MISSED]: "score_missed.qml"}
         return outputs
 
-    def _write(self, parameters, name, context, crs, geometries, columns, feedback):
-        fields = QgsFields()
-        for field_name, kind, _values in columns:
-            fields.append(QgsField(field_name, kind))
-        sink, dest_id = self.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.MultiPolygon, crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, name))
-        for i, geometry in enumerate(geometries):
-            if feedback.isCanceled():
-                raise QgsProcessingException(self.tr("Cancelled by the user."))
-            feature = QgsFeature(fields)
-            if geometry is not None and not geometry.is_empty:
-                multi = qgs_geometry(geometry)
-                multi.convertToMultiType()
-                feature.setGeometry(multi)
-            feature.setAttributes([values[i] for _n, _k, values in columns])
-            sink.addFeature(feature)
-        return dest_id
+    @staticmethod
+    def _crs_of(path, fallback) -> QgsCoordinateReferenceSystem:
+        layer = QgsVectorLayer(str(path), "scored", "ogr")
+        return layer.crs() if layer.isValid() and layer.crs().isValid() else fallback
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
         for layer_id, qml in getattr(self, "_styles", {}).items():

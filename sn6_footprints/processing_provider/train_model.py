@@ -1,6 +1,9 @@
 """Processing algorithm: Train footprint model (TernausNet)."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
@@ -8,11 +11,14 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
                        QgsVectorLayer, QgsWkbTypes)
 
-from ..core.devices import DEVICE_CHOICES
-from ..core.feedback import Cancelled
 from ..core.settings import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
-from .core_bridge import ProcessingFeedback, source_geometries
+from .core_bridge import export_source, optional_args, run_core, scratch_folder
+from ..worker.environment import plugin_data_dir
+from .settings import DEVICES, default_device_setting, profile_dir
+
+CANCELLED = ("Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
+             "one was written); run again with Resume to continue.")
 
 NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127.5 / 31.875)"),
                          ("sn6", "SN6 SAR-Intensity scale: (x − 127.5) / 31.875 on every band"),
@@ -31,9 +37,9 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 <b>Learning rate</b>: AdamW. Default 0.0001 (the SN6 baseline's).
 <b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default auto.
-<b>Resume</b>: continue an interrupted or finished run from the file <i>output</i>.resume.pt written beside the output after every epoch. Default off.
+<b>Resume</b>: continue an interrupted or finished run into the same output from its resume state, written after every epoch into the plugin's data folder in the QGIS profile (the log names it; advanced: keep it beside the output as <i>output</i>.resume.pt instead). Default off.
 Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).
-<b>Output model</b>: the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
+<b>Output model</b>: a file (not a temporary one: it would be deleted when QGIS exits), the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
 Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
 
@@ -61,6 +67,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
     LABEL_EROSION = "LABEL_EROSION"
     CONTACT_WEIGHT = "CONTACT_WEIGHT"
     MIXED_PRECISION = "MIXED_PRECISION"
+    RESUME_BESIDE_OUTPUT = "RESUME_BESIDE_OUTPUT"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     BEST_F1 = "BEST_F1"
     BEST_EPOCH = "BEST_EPOCH"
@@ -94,9 +101,9 @@ class TrainModelAlgorithm(Sn6Algorithm):
             self.VALIDATION_SHARE, self.tr("Validation share of each raster's rows (bottom band)"),
             QgsProcessingParameterNumber.Double, defaultValue=0.2, minValue=0.0, maxValue=0.9))
         self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, self.tr("Device"), options=list(DEVICE_CHOICES), defaultValue=0))
+            self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=DEVICES.index(default_device_setting())))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.RESUME, self.tr("Resume from <output>.resume.pt"), defaultValue=False))
+            self.RESUME, self.tr("Resume an interrupted or finished run into this output"), defaultValue=False))
         advanced = [
             QgsProcessingParameterNumber(self.STEPS_PER_EPOCH, self.tr("Steps per epoch (0: one pass over the data)"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
@@ -118,6 +125,9 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                          self.tr("Extra loss weight where touching buildings meet (0: off)"),
                                          QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
                                          maxValue=50.0),
+            QgsProcessingParameterBoolean(self.RESUME_BESIDE_OUTPUT,
+                                          self.tr("Keep the resume file beside the output (<output>.resume.pt)"),
+                                          defaultValue=False),
             QgsProcessingParameterBoolean(self.MIXED_PRECISION,
                                           self.tr("Mixed precision (CUDA; CPUs with AMX or AVX512-BF16)"),
                                           defaultValue=True),
@@ -145,62 +155,78 @@ class TrainModelAlgorithm(Sn6Algorithm):
                     "CRS (Raster ▸ Projections ▸ Assign Projection) and run again."))
         return layers
 
-    def _labels(self, parameters, context, rasters, feedback) -> list:
-        """Footprints of each raster, read through QGIS (any provider) and reprojected to its CRS."""
-        from ..core.vector_io import FootprintTable
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        """A trained model saved to a temporary file is lost when QGIS exits: ask for a file."""
+        if parameters.get(self.OUTPUT_MODEL) in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
+            return False, self.tr("Choose a file for the output model (…▸ Save to File…): a temporary file is "
+                                  "deleted when QGIS exits, and the trained model with it.")
+        return super().checkParameterValues(parameters, context)
 
+    def _labels(self, parameters, context, rasters, scratch, feedback) -> list[Path]:
+        """Footprints of each raster, read through QGIS (any provider), reprojected to its CRS and
+        written as files for the worker."""
         layers = self.parameterAsLayerList(parameters, self.LABELS, context)
         if len(layers) != len(rasters):
             raise QgsProcessingException(self.tr(
                 f"{len(rasters)} raster(s) but {len(layers)} footprint layer(s): choose one footprint layer per "
                 "raster, in the same order."))
-        tables = []
-        for layer, raster in zip(layers, rasters):
+        paths = []
+        for i, (layer, raster) in enumerate(zip(layers, rasters)):
             if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
                 raise QgsProcessingException(self.tr(
                     f"Layer '{layer.name()}' is not a polygon layer; footprints must be polygons."))
-            geometries, _ids, _ = source_geometries(layer, raster.crs(), context, feedback)
-            if feedback.isCanceled():
-                raise QgsProcessingException(self.tr("Cancelled by the user; no model was written."))
-            feedback.pushInfo(self.tr(f"{layer.name()}: {len(geometries)} footprint(s) for {raster.name()}"))
-            tables.append(FootprintTable(geometries, {}, raster.crs().toWkt()))
-        return tables
+            paths.append(export_source(layer, scratch / f"labels_{i}.gpkg", raster.crs(), context, feedback))
+            feedback.pushInfo(self.tr(f"{layer.name()}: {layer.featureCount()} footprint(s) for {raster.name()}"))
+        return paths
+
+    def _resume_file(self, output: str, beside: bool) -> Path:
+        """The resume state (17 MB at full width): in the plugin's data folder, keyed by the output
+        path, unless the user asked for it beside the output."""
+        if beside:
+            return Path(output + ".resume.pt")
+        key = hashlib.sha256(str(Path(output).resolve()).encode("utf-8")).hexdigest()[:16]
+        folder = plugin_data_dir(profile_dir()) / "resume"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{Path(output).stem}-{key}.resume.pt"
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from ..core.training import TrainingOptions, train_model
-
         rasters = self._rasters(parameters, context)
-        labels = self._labels(parameters, context, rasters, feedback)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not output:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_MODEL))
-        steps = self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context)
-        options = TrainingOptions(
-            width=self.parameterAsDouble(parameters, self.WIDTH, context),
-            initial_model=self.parameterAsFile(parameters, self.INITIAL_MODEL, context) or None,
-            tile_size_px=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            steps_per_epoch=steps or None,
-            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            validation_share=self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context),
-            device=DEVICE_CHOICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            resume=self.parameterAsBoolean(parameters, self.RESUME, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            normalisation=NORMALISATION_CHOICES[self.parameterAsEnum(parameters, self.NORMALISATION, context)][0],
-            look_direction=LOOK_CHOICES[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)],
-            label_min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-            label_erosion_m=self._optional_number(parameters, self.LABEL_EROSION, context),
-            contact_weight=self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context),
-            mixed_precision=self.parameterAsBoolean(parameters, self.MIXED_PRECISION, context))
-        paths = [layer.source().split("|")[0] for layer in rasters]
-        try:
-            result = train_model(paths, labels, output, options, ProcessingFeedback(feedback))
-        except Cancelled:
-            raise QgsProcessingException(self.tr(
-                "Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
-                "one was written); run again with Resume to continue."))
-        except (ValueError, FileNotFoundError) as error:  # the core's messages name the fix
-            raise QgsProcessingException(str(error))
-        return {self.OUTPUT_MODEL: str(result.output_path), self.BEST_F1: result.best_f1,
-                self.BEST_EPOCH: result.best_epoch}
+        resume_file = self._resume_file(output, self.parameterAsBoolean(parameters, self.RESUME_BESIDE_OUTPUT, context))
+        feedback.pushInfo(self.tr(f"Resume state: {resume_file}"))
+        with scratch_folder() as scratch:
+            labels = self._labels(parameters, context, rasters, scratch, feedback)
+            arguments = ["train", "--output", output, "--resume-file", str(resume_file)]
+            for raster, label in zip(rasters, labels):
+                arguments += ["--raster", raster.source().split("|")[0], "--labels", str(label)]
+            arguments += self._options(parameters, context)
+            result = run_core(arguments, feedback, scratch, cancelled_message=CANCELLED)
+        return {self.OUTPUT_MODEL: result["output"], self.BEST_F1: result["best_f1"],
+                self.BEST_EPOCH: result["best_epoch"]}
+
+    def _options(self, parameters, context) -> list[str]:
+        """The parameters as the core's ``train`` options."""
+        look = LOOK_CHOICES[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)]
+        flags = [flag for flag, on in (
+            ("--resume", self.parameterAsBoolean(parameters, self.RESUME, context)),
+            ("--no-mixed-precision", not self.parameterAsBoolean(parameters, self.MIXED_PRECISION, context))) if on]
+        return flags + optional_args([
+            ("--width", self.parameterAsDouble(parameters, self.WIDTH, context)),
+            ("--init", self.parameterAsFile(parameters, self.INITIAL_MODEL, context)),
+            ("--tile-size", self.parameterAsInt(parameters, self.TILE_SIZE, context)),
+            ("--batch-size", self.parameterAsInt(parameters, self.BATCH_SIZE, context)),
+            ("--epochs", self.parameterAsInt(parameters, self.EPOCHS, context)),
+            ("--steps-per-epoch", self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context) or None),
+            ("--lr", repr(self.parameterAsDouble(parameters, self.LEARNING_RATE, context))),
+            ("--val-share", self.parameterAsDouble(parameters, self.VALIDATION_SHARE, context)),
+            ("--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]),
+            ("--seed", self.parameterAsInt(parameters, self.SEED, context)),
+            ("--normalisation",
+             NORMALISATION_CHOICES[self.parameterAsEnum(parameters, self.NORMALISATION, context)][0]),
+            ("--look-direction", look),
+            ("--min-area", self.parameterAsDouble(parameters, self.MIN_AREA, context)),
+            ("--label-erosion", self._optional_number(parameters, self.LABEL_EROSION, context)),
+            ("--contact-weight", self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context)),
+        ])

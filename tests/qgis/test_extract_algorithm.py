@@ -122,15 +122,16 @@ def test_cancel_through_the_feedback_stops_and_writes_nothing(plugin, tmp_path, 
     assert not (tmp_path / "out.gpkg").exists()
 
 
-def test_output_layer_is_styled_when_loaded(plugin, skewed_scene, threshold_model_path, tmp_path):
+def test_output_layer_is_styled_and_named_after_the_input_when_loaded(plugin, skewed_scene, threshold_model_path, tmp_path):
     from qgis.core import QgsProcessingContext, QgsProject
 
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     result = processing.runAndLoadResults(ALG, {"INPUT": str(skewed_scene), "MODEL": str(threshold_model_path),
                                                 "OUTPUT": str(tmp_path / "styled.gpkg")}, context=context)
-    layer = QgsProject.instance().mapLayer(result["OUTPUT"]) if QgsProject.instance().mapLayer(result["OUTPUT"]) \
-        else QgsProject.instance().mapLayersByName("Building footprints")[0]
+    layers = QgsProject.instance().mapLayersByName("Building footprints (scene)")
+    assert len(layers) == 1, [layer.name() for layer in QgsProject.instance().mapLayers().values()]
+    layer = layers[0]
     symbol = layer.renderer().symbol()
     assert symbol.symbolLayer(0).strokeColor().name() == "#ff9f1c"
     QgsProject.instance().removeAllMapLayers()
