@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--labels", action="append", required=True, metavar="VECTOR",
                    help="footprints of the raster given at the same position (any OGR format, any CRS)")
     p.add_argument("--output", required=True, help="checkpoint to write (.pt); <output>.resume.pt is kept beside it")
-    p.add_argument("--width", type=float, default=0.25, help="channel multiplier, 1 = SN6 baseline (default 0.25, the bundled model)")
+    p.add_argument("--width", type=float, default=0.25,
+                   help="channel multiplier, 1 = SN6 baseline (default 0.25, the bundled model)")
     p.add_argument("--init", help="checkpoint to fine-tune ('bundled' for the plugin's model; default: random init)")
     p.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the training area)")
@@ -43,7 +44,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--look-direction", choices=LOOKS,
                    help="the model's look direction (default: the initial model's, else north)")
     p.add_argument("--raster-look", action="append", choices=LOOKS,
-                   help="look direction of each raster, in --raster order (default: its LOOK_DIRECTION tag, else the model's; opposite to the model's: rotated 180°)")
+                   help="look direction of each raster, in --raster order (default: its LOOK_DIRECTION tag, else "
+                        "the model's; opposite to the model's: rotated 180°)")
     p.add_argument("--min-area", type=float, default=20.0,
                    help="footprints of this area in m² or less stay out of the masks (default 20)")
     p.add_argument("--label-erosion", type=float, metavar="M",

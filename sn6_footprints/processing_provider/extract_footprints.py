@@ -16,7 +16,8 @@ from .core_bridge import copy_into_sink, export_source, optional_args, run_core,
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
 
-ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)", "Yes (south-looking scene for a north-looking model)", "No")
+ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)",
+                    "Yes (south-looking scene for a north-looking model)", "No")
 FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 CLI_CHOICES = ("model", "yes", "no")  # ROTATION_CHOICES / FLIP_CHOICES as the CLI spells them
 SCORE_OUTPUTS = {"F1": "F1 score", "PRECISION": "Precision", "RECALL": "Recall",
@@ -37,7 +38,7 @@ A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundl
 <b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; on the bundled model's calibration scenes it raises F1 from 0.790 to 0.813. Default: the model's setting (on for the bundled model, off for the SN6 baseline).
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon). The layer is named after the input, e.g. "Building footprints (scene)".
-The model runs in the plugin's own Python environment (a worker process; set up once with Install dependencies…); the log names its Python, PyTorch and the device."""
+The model runs in the plugin's own Python environment (a worker process; set up once with Install dependencies…); the log names its Python, PyTorch and the device."""  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
 
 
 class ExtractFootprintsAlgorithm(Sn6Algorithm):
@@ -69,7 +70,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             self.GROUND_TRUTH, self.tr("Ground-truth footprints for scoring"),
             [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=DEVICES.index(default_device_setting())))
+            self.DEVICE, self.tr("Device"), options=list(DEVICES),
+            defaultValue=DEVICES.index(default_device_setting())))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, self.tr("Probability threshold (empty: the model's)"),
             QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0))

@@ -23,7 +23,7 @@ HELP = """Scores predicted building footprints against ground truth with the Spa
 <b>Confidence field</b> (optional): orders the proposals, highest first; without it, layer order.
 <b>Image id fields</b> (optional): match per image, then pool the counts (sn6 scores only images present in the proposals).
 
-Outputs: F1, precision, recall, TP, FP, FN; the proposals with status (TP/FP), IoU and matched ground-truth id (green TP, red FP); the missed buildings (FN, blue); an HTML report with a table per image."""
+Outputs: F1, precision, recall, TP, FP, FN; the proposals with status (TP/FP), IoU and matched ground-truth id (green TP, red FP); the missed buildings (FN, blue); an HTML report with a table per image."""  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
 
 
 class ScoreFootprintsAlgorithm(Sn6Algorithm):

@@ -41,7 +41,7 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).
 <b>Output model</b>: a file (not a temporary one: it would be deleted when QGIS exits), the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
-Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""
+Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
 
 
 class TrainModelAlgorithm(Sn6Algorithm):
@@ -101,7 +101,8 @@ class TrainModelAlgorithm(Sn6Algorithm):
             self.VALIDATION_SHARE, self.tr("Validation share of each raster's rows (bottom band)"),
             QgsProcessingParameterNumber.Double, defaultValue=0.2, minValue=0.0, maxValue=0.9))
         self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, self.tr("Device"), options=list(DEVICES), defaultValue=DEVICES.index(default_device_setting())))
+            self.DEVICE, self.tr("Device"), options=list(DEVICES),
+            defaultValue=DEVICES.index(default_device_setting())))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESUME, self.tr("Resume an interrupted or finished run into this output"), defaultValue=False))
         advanced = [

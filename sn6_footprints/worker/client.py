@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import subprocess  # nosec B404 - running the worker is this module's purpose
+import subprocess
 import sys
 import threading
 from collections import deque
@@ -84,7 +84,7 @@ def run_worker(python: str | os.PathLike, arguments: list[str], feedback, scratc
     command = [str(python), "-m", "sn6_footprints", "--events", *[str(a) for a in arguments]]
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
     try:
-        process = subprocess.Popen(  # nosec B603 - fixed interpreter, list arguments, no shell
+        process = subprocess.Popen(  # a fixed interpreter, list arguments, no shell
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             encoding="utf-8", errors="replace", bufsize=1, env=env, creationflags=flags)
     except OSError as exc:

@@ -3,7 +3,9 @@ saved graphical model that chains it with a native algorithm."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import zipfile
 
 import processing
 import pytest
@@ -26,18 +28,67 @@ def installed_plugins(tmp_path_factory):
     return build / "plugins"
 
 
-def test_qgis_process_runs_the_algorithm_with_the_plugin_enabled(installed_plugins, threshold_model_path, tmp_path):
+@pytest.fixture(scope="module")
+def unzipped_plugin(tmp_path_factory):
+    """The plugin as a user installs it: `make package`'s ZIP, unzipped into a plugins folder."""
+    build = tmp_path_factory.mktemp("package")
+    subprocess.run(["make", "-s", "package", f"BUILD={build / 'build'}", f"DIST={build / 'dist'}"], cwd=REPO_ROOT,
+                   check=True, capture_output=True)
+    plugins = build / "plugins"
+    with zipfile.ZipFile(next((build / "dist").glob("sn6_footprints-*.zip"))) as archive:
+        archive.extractall(plugins)
+    return plugins
+
+
+def plain_qgis_process(home, plugins, *arguments):
+    """`qgis_process.bin` as a user runs it: a fresh profile, no PYTHONPATH, no wrapper."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "QGIS_CUSTOM_CONFIG_PATH")}
+    env.update(HOME=str(home), QGIS_PLUGINPATH=str(plugins), QT_QPA_PLATFORM="offscreen",
+               XDG_RUNTIME_DIR=str(home / "runtime"), PATH="/usr/bin:/bin")
+    (home / "runtime").mkdir(mode=0o700, exist_ok=True)
+    return subprocess.run(["qgis_process.bin", *arguments], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_plain_qgis_process_loads_the_zip_plugin_and_runs_after_the_headless_installer(
+        unzipped_plugin, threshold_model_path, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    assert plain_qgis_process(home, unzipped_plugin, "plugins", "enable", "sn6_footprints").returncode == 0
+    listed = plain_qgis_process(home, unzipped_plugin, "list")
+    assert "sn6_footprints:extract_footprints" in listed.stdout and "Traceback" not in listed.stdout + listed.stderr
+
     raster = write_raster(tmp_path / "scene.tif", boxes_scene(128, 192, BOXES))
     output = tmp_path / "footprints.gpkg"
-    completed = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "--json", "run", "sn6_footprints:extract_footprints",
-         "--", f"INPUT={raster}", f"MODEL={threshold_model_path}", f"OUTPUT={output}", "TILE_SIZE=64"],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                          "SN6_PLUGINS_DIR": str(installed_plugins)})
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    results = json.loads(completed.stdout[completed.stdout.index("{"):])["results"]
+    run = ["--json", "run", "sn6_footprints:extract_footprints", "--", f"INPUT={raster}",
+           f"MODEL={threshold_model_path}", f"OUTPUT={output}", "TILE_SIZE=64"]
+    before = plain_qgis_process(home, unzipped_plugin, *run)
+    assert before.returncode != 0 and not output.exists()
+    assert "are not set up for SN6 Footprints yet" in before.stdout + before.stderr
+    assert "Traceback" not in before.stdout + before.stderr
+
+    profile = home / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
+    installer = subprocess.run(["/usr/bin/python3", "-m", "sn6_footprints.install", "--check", "--env",
+                                str(REPO_ROOT / ".venv"), "--profile", str(profile)],
+                               cwd=unzipped_plugin, capture_output=True, text=True, timeout=300,
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert installer.returncode == 0, installer.stdout[-2000:] + installer.stderr[-2000:]
+
+    after = plain_qgis_process(home, unzipped_plugin, *run)
+    assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]
+    results = json.loads(after.stdout[after.stdout.index("{"):])["results"]
     assert results["BUILDING_COUNT"] == len(BOXES)
     assert QgsVectorLayer(str(output), "out", "ogr").featureCount() == len(BOXES)
+    assert f"Worker: {REPO_ROOT / '.venv'}" in after.stdout + after.stderr
+
+
+def test_qgis_process_script_leaves_no_profile_behind(installed_plugins, tmp_path):
+    """scripts/qgis_process.sh removes its throw-away profile (it used to exec past its trap)."""
+    env = {**os.environ, "SN6_PLUGINS_DIR": str(installed_plugins), "TMPDIR": str(tmp_path)}
+    completed = subprocess.run([str(REPO_ROOT / "scripts" / "qgis_process.sh"), "list"], capture_output=True,
+                               text=True, timeout=300, env=env)
+    assert completed.returncode == 0 and "sn6_footprints:extract_footprints" in completed.stdout
+    assert list(tmp_path.glob("sn6-qgis-home-*")) == []
 
 
 def test_qgis_process_reports_a_bad_band_count_clearly(installed_plugins, threshold_model_path, tmp_path):
@@ -45,8 +96,7 @@ def test_qgis_process_reports_a_bad_band_count_clearly(installed_plugins, thresh
     completed = subprocess.run(
         [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints",
          "--", f"INPUT={raster}", f"MODEL={threshold_model_path}", f"OUTPUT={tmp_path / 'o.gpkg'}"],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                          "SN6_PLUGINS_DIR": str(installed_plugins)})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(installed_plugins)})
     assert completed.returncode != 0
     assert "2 band(s) but the model expects 4" in completed.stdout + completed.stderr
 

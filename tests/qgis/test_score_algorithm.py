@@ -59,7 +59,8 @@ def test_model_chains_extraction_then_scoring(plugin, threshold_model_path, tmp_
     boxes = [(10, 10, 40, 40), (60, 100, 90, 150)]
     raster = write_raster(tmp_path / "scene.tif", boxes_scene(128, 192, boxes))
     truth = write_footprints(tmp_path / "truth.gpkg",
-                             [shapely.box(*(transform * (c0, r1)), *(transform * (c1, r0))) for r0, c0, r1, c1 in boxes],
+                             [shapely.box(*(transform * (c0, r1)), *(transform * (c1, r0)))
+                              for r0, c0, r1, c1 in boxes],
                              {"name": ["a", "b"]}, "EPSG:32631")
     model = QgsProcessingModelAlgorithm("Extract and score", "SN6 tests")
     for parameter in (QgsProcessingParameterRasterLayer("sar", "SAR"), QgsProcessingParameterFile("weights", "Model"),
@@ -73,8 +74,9 @@ def test_model_chains_extraction_then_scoring(plugin, threshold_model_path, tmp_
     score = QgsProcessingModelChildAlgorithm(ALG)
     score.setChildId("score")
     score.addParameterSources("TRUTH", [QgsProcessingModelChildParameterSource.fromModelParameter("truth")])
-    score.addParameterSources("PROPOSALS", [QgsProcessingModelChildParameterSource.fromChildOutput("extract", "OUTPUT")])
-    score.addParameterSources("CONFIDENCE_FIELD", [QgsProcessingModelChildParameterSource.fromStaticValue("confidence")])
+    source = QgsProcessingModelChildParameterSource
+    score.addParameterSources("PROPOSALS", [source.fromChildOutput("extract", "OUTPUT")])
+    score.addParameterSources("CONFIDENCE_FIELD", [source.fromStaticValue("confidence")])
     for name in ("OUTPUT_PROPOSALS", "OUTPUT_MISSED"):
         output = QgsProcessingModelOutput(name.lower(), name)
         output.setChildOutputName(name)
