@@ -66,8 +66,7 @@ def test_zip_holds_the_resources_and_requirements(names):
                  "resources/models/extract_and_score.model3", "requirements.txt", "__main__.py"):
         assert f"{TOP}/{path}" in names, path
     assert any(name.startswith(f"{TOP}/models/") and name.endswith(".pt") for name in names)  # bundled weights
-    if (REPO_ROOT / "LICENSE").is_file():
-        assert f"{TOP}/LICENSE" in names
+    assert f"{TOP}/LICENSE" in names  # the plugins site requires a (GPL-compatible) licence file
 
 
 def test_zip_has_no_tests_caches_or_dev_files(names):
