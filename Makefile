@@ -30,7 +30,7 @@ $(STAMP_APT):
 # source against QGIS's GDAL/GEOS.
 $(STAMP_PIP): $(STAMP_APT) requirements.txt sn6_footprints/requirements.txt sn6_footprints/install.py
 	@echo "== installing the worker's packages into $(VENV) with the plugin's installer (rasterio/shapely built against QGIS's GDAL/GEOS)"
-	/usr/bin/python3 -m sn6_footprints.install --env $(VENV) --profile $(VENV)/sn6-profile --cuda $${SN6_CUDA:-auto} --pip-arg=--no-binary=rasterio,shapely
+	/usr/bin/python3 -m sn6_footprints.install --env $(VENV) --profile $(VENV)/sn6-profile --cuda $${SN6_CUDA:-auto} --pip-arg=--no-binary=rasterio,shapely,pyogrio
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -c "import rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6'), rasterio.__gdal_version__; print('rasterio', rasterio.__version__, 'GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
 	@touch $@

@@ -55,13 +55,13 @@ def add_parser(subparsers) -> None:
 
 def crs_label(crs) -> str | None:
     """``EPSG:n`` when the CRS has an authority code, else its name (short enough to print)."""
-    from ..core.vector_io import spatial_reference
+    from ..core.vector_io import crs_name, spatial_reference
 
     srs = spatial_reference(crs)
     if srs is None:
         return None
-    authority, code = srs.GetAuthorityName(None), srs.GetAuthorityCode(None)
-    return f"{authority}:{code}" if authority and code else srs.GetName()
+    authority = srs.to_authority(confidence_threshold=100)  # an exact match only, not a look-alike
+    return ":".join(authority) if authority else crs_name(srs)
 
 
 def run(args) -> int:

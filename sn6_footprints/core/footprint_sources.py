@@ -183,5 +183,5 @@ def load_for_scoring(truth_path: str | os.PathLike, proposals_path: str | os.Pat
     target = vector_io.metric_crs(truth.crs_wkt, _moved(reference.geometries, reference.crs_wkt, truth.crs_wkt))
     for side in (truth, proposals):
         side.geometries = _moved(side.geometries, side.crs_wkt, target)
-        side.crs_wkt = vector_io.spatial_reference(target).ExportToWkt()
+        side.crs_wkt = vector_io.crs_wkt(target)
     return truth, proposals, target

@@ -29,7 +29,6 @@ import rasterio
 import shapely
 import torch
 import torch.nn.functional as F
-from osgeo import gdal
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -46,8 +45,6 @@ from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, M
 from .vector_io import FootprintTable, read_footprints
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
-
-gdal.UseExceptions()
 
 LOOK_DIRECTIONS = ("north", "south", "east", "west")
 NORMALISATIONS = ("auto", "sn6", "per-band")
@@ -485,6 +482,41 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Te
 
 # ---------------------------------------------------------------- validation
 
+def _write_window_vrt(vrt_path: str, raster_path, window: Window) -> None:
+    """A VRT showing one window of a raster (what ``gdal_translate -of VRT -srcwin`` makes),
+    written as XML so that rasterio alone suffices: GDAL's Python bindings are not in the
+    worker's venv. It keeps what the pipeline reads: CRS, geotransform, dataset tags
+    (LOOK_DIRECTION, SIMULATION), band types, nodata and descriptions."""
+    from html import escape
+
+    source = os.path.abspath(raster_path)
+    with rasterio.open(source) as dataset:
+        transform = window_transform(window, dataset.transform).to_gdal()
+        lines = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">']
+        if dataset.crs:
+            lines.append(f"  <SRS>{escape(dataset.crs.to_wkt())}</SRS>")
+        lines.append(f"  <GeoTransform>{', '.join(repr(float(v)) for v in transform)}</GeoTransform>")
+        lines.append("  <Metadata>" + "".join(f'<MDI key="{escape(str(k))}">{escape(str(v))}</MDI>'
+                                              for k, v in dataset.tags().items()) + "</Metadata>")
+        for band, (dtype, nodata, description) in enumerate(
+                zip(dataset.dtypes, dataset.nodatavals, dataset.descriptions), start=1):
+            gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]
+            lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{band}">')
+            if description:
+                lines.append(f"    <Description>{escape(description)}</Description>")
+            if nodata is not None:
+                lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
+            lines += [f'    <SimpleSource><SourceFilename relativeToVRT="0">{escape(source)}</SourceFilename>'
+                      f"<SourceBand>{band}</SourceBand>",
+                      f'      <SrcRect xOff="{window.col_off}" yOff="{window.row_off}" xSize="{window.width}" '
+                      f'ySize="{window.height}"/>',
+                      f'      <DstRect xOff="0" yOff="0" xSize="{window.width}" ySize="{window.height}"/>'
+                      "</SimpleSource>",
+                      "  </VRTRasterBand>"]
+        lines.append("</VRTDataset>")
+    Path(vrt_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 class ValidationSet:
     """The validation bands as small VRTs over the rasters (no copy), with their true footprints
     clipped to the band: the extraction pipeline runs on each and is scored against them."""
@@ -497,7 +529,7 @@ class ValidationSet:
             if rows <= 0:
                 continue
             vrt = os.path.join(scratch, f"validation_{index}.vrt")
-            gdal.Translate(vrt, str(region.path), format="VRT", srcWin=[0, region.split_row, info.width, rows])
+            _write_window_vrt(vrt, region.path, Window(0, region.split_row, info.width, rows))
             outline = pixel_polygon(Window(0, region.split_row, info.width, rows), info.transform)
             truth = [g.intersection(outline) for g in region.footprints if g.intersects(outline)]
             self.bands.append((vrt, [g for g in truth if not g.is_empty], region.rotate_180))

@@ -1,22 +1,33 @@
-"""Footprint files through OGR (GeoPackage, GeoJSON, Shapefile, ...), without QGIS.
+"""Footprint files through pyogrio (GeoPackage, GeoJSON, Shapefile, FlatGeobuf), without QGIS.
 
 The CLI and the tests read and write vectors here; inside QGIS the Processing layer uses
 feature sources and sinks instead. Writes are atomic: a temporary file moved into place.
+pyogrio and rasterio's CRS stand in for GDAL's own Python bindings (``osgeo``), which pip
+cannot install portably: this module must import in the plugin's plain worker venv.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import shapely
-from osgeo import ogr, osr
+from rasterio.crs import CRS
+from rasterio.warp import transform as transform_xy
 
-ogr.UseExceptions()
-osr.UseExceptions()
+with warnings.catch_warnings():
+    # pyogrio imports pyproj when it can (for GeoDataFrames, unused here). Where it finds a
+    # system pyproj that cannot locate its data (Debian's, from a venv with system site packages:
+    # the dev .venv), that import warns on stderr; nothing here uses pyproj.
+    warnings.filterwarnings("ignore", message="Valid PROJ data directory not found", category=UserWarning)
+    import pyogrio
+    import pyogrio.raw
+    from pyogrio.errors import DataLayerError, DataSourceError, FeatureError
 
 DRIVERS_BY_SUFFIX = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON",
                      ".shp": "ESRI Shapefile", ".fgb": "FlatGeobuf"}
@@ -38,19 +49,29 @@ class FootprintTable:
         return len(self.geometries)
 
 
-def spatial_reference(crs) -> osr.SpatialReference | None:
-    """An OSR reference from WKT, 'EPSG:n' or PROJ text, axis order x/y (east, north)."""
+def spatial_reference(crs) -> CRS | None:
+    """A CRS from WKT, 'EPSG:n', PROJ text or a CRS; rasterio keeps axis order x/y (east, north)."""
     if crs is None or crs == "":
         return None
-    srs = osr.SpatialReference()
-    srs.SetFromUserInput(str(crs))
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
+    return crs if isinstance(crs, CRS) else CRS.from_user_input(str(crs))
+
+
+def crs_wkt(crs) -> str | None:
+    """The CRS as WKT (what :class:`FootprintTable` stores), ``None`` when unknown."""
+    srs = spatial_reference(crs)
+    return srs.to_wkt() if srs is not None else None
+
+
+def crs_name(crs) -> str | None:
+    """The CRS's own name, as its WKT states it (e.g. 'WGS 84 / UTM zone 16N')."""
+    wkt = crs_wkt(crs)
+    match = re.match(r'\s*\w+\[\s*"([^"]*)"', wkt or "")
+    return match.group(1) if match else None
 
 
 def is_geographic(crs) -> bool:
     srs = spatial_reference(crs)
-    return bool(srs and srs.IsGeographic())
+    return bool(srs and srs.is_geographic)
 
 
 def utm_crs_for(lon: float, lat: float) -> str:
@@ -62,16 +83,17 @@ def utm_crs_for(lon: float, lat: float) -> str:
 def reproject(geometries: list, source_crs, target_crs) -> list:
     """Geometries moved from one CRS to another (unchanged when either is unknown or equal)."""
     source, target = spatial_reference(source_crs), spatial_reference(target_crs)
-    if source is None or target is None or source.IsSame(target):
+    if source is None or target is None or source == target or len(geometries) == 0:
         return list(geometries)
-    transform = osr.CoordinateTransformation(source, target)
 
     def move(xy: np.ndarray) -> np.ndarray:
         if len(xy) == 0:
             return xy
-        return np.asarray(transform.TransformPoints(xy[:, :2].tolist()))[:, :2]
+        xs, ys = transform_xy(source, target, xy[:, 0], xy[:, 1])
+        return np.column_stack([xs, ys])
 
-    return [shapely.transform(g, move) for g in geometries]
+    # One call for all coordinates: a transformation is set up once, not per geometry.
+    return list(shapely.transform(np.asarray(geometries, dtype=object), move))
 
 
 def metric_crs(crs, geometries: list) -> str | None:
@@ -86,46 +108,64 @@ def metric_crs(crs, geometries: list) -> str | None:
     return utm_crs_for(lonlat.x, lonlat.y)
 
 
+def _python_values(values: np.ndarray, ogr_type: str, ogr_subtype: str) -> list:
+    """One column as OGR's ``GetField`` gave it: Python values, ``None`` for nulls.
+    pyogrio reads integer columns holding nulls as floats with NaN, hence the way back."""
+    if values.dtype.kind == "f":
+        whole = ogr_type.startswith("OFTInteger")
+        return [None if math.isnan(v) else int(v) if whole else v for v in values.tolist()]
+    if values.dtype.kind == "b" or ogr_subtype == "OFSTBoolean":
+        return [int(v) for v in values.tolist()]
+    return values.tolist()
+
+
 def read_footprints(path: str | os.PathLike, layer: str | int | None = None,
                     target_crs=None) -> FootprintTable:
     """Every feature of one layer: geometry (shapely) and fields; reprojected to
     ``target_crs`` when given. Features without geometry are kept as ``None``."""
     path = Path(path)
     try:
-        source = ogr.Open(str(path))
-    except RuntimeError as exc:
+        meta, _, wkb, field_data = pyogrio.raw.read(str(path), layer=layer if layer is not None else 0,
+                                                    datetime_as_string=True)
+    except (DataSourceError, FeatureError) as exc:  # FeatureError is a DataLayerError: first
         raise VectorError(f"Cannot open {path} as a vector file: {exc}") from exc
-    if source is None:
-        raise VectorError(f"Cannot open {path} as a vector file.")
-    ogr_layer = source.GetLayer(layer if layer is not None else 0)
-    if ogr_layer is None:
-        raise VectorError(f"{path} has no layer {layer!r}.")
-    definition = ogr_layer.GetLayerDefn()
-    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-    geometries, columns = [], {name: [] for name in names}
-    for feature in ogr_layer:
-        ogr_geometry = feature.GetGeometryRef()
-        geometries.append(None if ogr_geometry is None else shapely.from_wkb(bytes(ogr_geometry.ExportToIsoWkb())))
-        for name in names:
-            columns[name].append(feature.GetField(name))
-    srs = ogr_layer.GetSpatialRef()
-    crs_wkt = srs.ExportToWkt() if srs is not None else None
-    if target_crs is not None and crs_wkt is not None:
+    except DataLayerError as exc:
+        raise VectorError(f"{path} has no layer {layer!r}.") from exc
+        raise VectorError(f"Cannot open {path} as a vector file: {exc}") from exc
+    geometries = list(shapely.from_wkb(wkb)) if len(wkb) else []
+    columns = {name: _python_values(values, ogr_type, subtype) for name, values, ogr_type, subtype
+               in zip(meta["fields"], field_data, meta["ogr_types"], meta["ogr_subtypes"])}
+    wkt = crs_wkt(meta["crs"])
+    if target_crs is not None and wkt is not None:
         keep = [i for i, g in enumerate(geometries) if g is not None]
-        moved = reproject([geometries[i] for i in keep], crs_wkt, target_crs)
+        moved = reproject([geometries[i] for i in keep], wkt, target_crs)
         for i, g in zip(keep, moved):
             geometries[i] = g
-        crs_wkt = spatial_reference(target_crs).ExportToWkt()
-    return FootprintTable(geometries, columns, crs_wkt)
+        wkt = crs_wkt(target_crs)
+    return FootprintTable(geometries, columns, wkt)
 
 
-def _field_type(values: list) -> int:
+def _field_type(values: list) -> str:
+    """int64, real or string, as the values allow (None does not count)."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (bool, int)) for v in present):
-        return ogr.OFTInteger64
+        return "int64"
     if present and all(isinstance(v, (bool, int, float)) for v in present):
-        return ogr.OFTReal
-    return ogr.OFTString
+        return "float64"
+    return "string"
+
+
+def _column(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """(values as one typed array, mask of the missing ones) for pyogrio. Numbers in a
+    string column are written as text, as OGR's ``SetField`` did."""
+    kind = _field_type(values)
+    plain = [v.item() if hasattr(v, "item") else v for v in values]
+    missing = np.array([v is None for v in plain], dtype=bool)
+    if kind == "string":
+        text = [None if v is None else str(int(v)) if isinstance(v, bool) else str(v) for v in plain]
+        return np.array(text, dtype=object), missing
+    fill = 0 if kind == "int64" else math.nan
+    return np.array([fill if v is None else v for v in plain], dtype=kind), missing
 
 
 def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict[str, list] | None = None,
@@ -139,28 +179,22 @@ def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict
     if not path.parent.is_dir():
         raise VectorError(f"Output folder {path.parent} does not exist; create it or choose another path.")
     attributes = attributes or {}
+    columns = [_column(list(values)) for values in attributes.values()]
+    wkb = np.array([None if g is None else shapely.to_wkb(g) for g in geometries], dtype=object)
+    geometry_type = ("MultiPolygon" if any(g is not None and g.geom_type == "MultiPolygon" for g in geometries)
+                     else "Polygon")
     tmp_dir = tempfile.mkdtemp(prefix=".sn6-", dir=path.parent)
     tmp_path = Path(tmp_dir) / path.name
     try:
-        data_source = ogr.GetDriverByName(driver_name).CreateDataSource(str(tmp_path))
-        ogr_layer = data_source.CreateLayer(layer_name, spatial_reference(crs), ogr.wkbMultiPolygon
-                                            if any(g is not None and g.geom_type == "MultiPolygon" for g in geometries)
-                                            else ogr.wkbPolygon)
-        for name, values in attributes.items():
-            ogr_layer.CreateField(ogr.FieldDefn(name, _field_type(values)))
-        definition = ogr_layer.GetLayerDefn()
-        ogr_layer.StartTransaction()
-        for i, geometry in enumerate(geometries):
-            feature = ogr.Feature(definition)
-            if geometry is not None:
-                feature.SetGeometry(ogr.CreateGeometryFromWkb(shapely.to_wkb(geometry)))
-            for name, values in attributes.items():
-                value = values[i]
-                if value is not None:
-                    feature.SetField(name, value.item() if hasattr(value, "item") else value)
-            ogr_layer.CreateFeature(feature)
-        ogr_layer.CommitTransaction()
-        data_source = None  # flush and close
+        # NaN stays a value and only None is null; polygons stay polygons in a MultiPolygon
+        # layer (no promotion), as with OGR's own bindings before. No CRS is allowed: pixel-space
+        # and unknown-CRS layers are written as such, without pyogrio's warning.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+            pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
+                              field_mask=[missing for _, missing in columns], layer=layer_name,
+                              driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
+                              promote_to_multi=False, nan_as_null=False)
         for produced in Path(tmp_dir).iterdir():  # shapefiles are several files
             os.replace(produced, path.parent / produced.name)
     finally:

@@ -89,7 +89,7 @@ def test_sn6_variant_matches_the_official_scorer(sn2):
 def test_georeferenced_geojson(reference_data, variant):
     folder = reference_data / "solaris"
     truth, proposals, crs = load_for_scoring(folder / "gt.geojson", folder / "pred.geojson")
-    assert spatial_reference(crs).GetAuthorityCode(None) == "32616"
+    assert spatial_reference(crs).to_authority(confidence_threshold=100) == ("EPSG", "32616")
     assert proposals.confidence == [1.0] * 28  # the "conf" field
     report = score_footprints(truth.geometries, proposals.geometries, variant=variant, min_area=0,
                               proposal_confidence=proposals.confidence)
