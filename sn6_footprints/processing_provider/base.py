@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingAlgorithm
 from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..resources_path import resource
 
 HELP_URL = "https://github.com/sn6-footprints/sn6_footprints#readme"
+ICON = resource("icon.svg")
 
 
 class Sn6Algorithm(QgsProcessingAlgorithm):
@@ -24,6 +28,13 @@ class Sn6Algorithm(QgsProcessingAlgorithm):
 
     def displayName(self):  # noqa: N802 - QGIS API
         return self.tr(self.DISPLAY_NAME)
+
+    def icon(self):
+        """The plugin's icon in the toolbox and the modeler (not the generic gear)."""
+        return QIcon(str(ICON))
+
+    def svgIconPath(self):  # noqa: N802 - QGIS API
+        return str(ICON)
 
     def group(self):
         return ""

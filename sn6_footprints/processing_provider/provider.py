@@ -5,11 +5,22 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..resources_path import resource
+from .settings import register_settings, unregister_settings
 
 ICON = resource("icon.svg")
 
 
 class Sn6FootprintsProvider(QgsProcessingProvider):
+    def load(self):
+        """Registers the provider's settings (Processing → Options → Providers) with their
+        stored values, then the algorithms."""
+        register_settings(self.name())
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        unregister_settings()
+
     def id(self):
         return "sn6_footprints"
 

@@ -69,13 +69,12 @@ def register_settings(provider_name: str) -> None:
         config.addSetting(item)
         item.read()
         _registered.append(item.name)
-    try:
-        from ..resources_path import resource
+    if QCoreApplication.instance() is not None and hasattr(config, "setGroupIcon"):
         from qgis.PyQt.QtGui import QIcon
 
+        from ..resources_path import resource
+
         config.setGroupIcon(provider_name, QIcon(str(resource("icon.svg"))))
-    except Exception:  # noqa: BLE001 - an icon is never worth failing the provider's load
-        pass
 
 
 def unregister_settings() -> None:

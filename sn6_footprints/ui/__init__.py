@@ -1,0 +1,1 @@
+"""The plugin's own widgets (QGIS's process only; nothing here imports the core)."""
