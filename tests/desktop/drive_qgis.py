@@ -99,6 +99,16 @@ def sn6_wait(condition, then, timeout_s, what, interval_ms=50, started=None):
 
 
 # ---- step 1: the plugin is loaded, its algorithms registered, its button there ----------------
+def sn6_message_bar():
+    """What the main window's message bar shows (texts of its items)."""
+    from qgis.gui import QgsMessageBarItem
+
+    items = []
+    for item in iface.messageBar().findChildren(QgsMessageBarItem):
+        items.append(" ".join(filter(None, [item.title(), item.text()])))
+    return items
+
+
 def sn6_check_plugin():
     import qgis.utils
 
@@ -128,7 +138,7 @@ def sn6_check_plugin():
              action=action is not None, action_text=action.text() if action else None,
              toolbars=toolbars, menus=menus, qgis_version=Qgis.version(),
              python_path=os.environ.get("PYTHONPATH"), plugin_paths=qgis.utils.plugin_paths,
-             settings_dir=QgsApplication.qgisSettingsDirPath(),
+             settings_dir=QgsApplication.qgisSettingsDirPath(), message_bar=sn6_message_bar(),
              plugin_dir_listing=sorted(os.listdir(os.path.join(qgis.utils.plugin_paths[0], PLUGIN)))
              if os.path.isdir(os.path.join(qgis.utils.plugin_paths[0], PLUGIN)) else None)
     sn6_later(0, sn6_add_scene)
@@ -460,7 +470,7 @@ def sn6_exit():
     except Exception:  # noqa: BLE001
         SN6_REPORT["errors"].append({"t": sn6_now(), "in": "sn6_exit", "traceback": traceback.format_exc()})
     SN6_REPORT["done"] = not SN6_REPORT["errors"]
-    sn6_step("exit", layers=[(lyr.name(), lyr.providerType(), lyr.source())
+    sn6_step("exit", message_bar=sn6_message_bar(), layers=[(lyr.name(), lyr.providerType(), lyr.source())
                              for lyr in QgsProject.instance().mapLayers().values()])
     for widget in QApplication.topLevelWidgets():
         if isinstance(widget, QDialog) and widget.isVisible():

@@ -295,6 +295,8 @@ def test_desktop_smoke(desktop_run):
     assert plugin["loaded"] and plugin["active"], plugin
     assert plugin["provider"] and ALGORITHM in plugin["algorithms"], plugin
     assert plugin["action"] and plugin["toolbars"], f"the plugin's button is in no toolbar: {plugin}"
+    bars = plugin["message_bar"] + by_step["exit"]["message_bar"]
+    assert not bars, f"message bar items although the worker environment is set up: {bars}"
     assert any(m.replace("&", "").startswith("Raster > ") for m in plugin["menus"]), \
         f"no Raster menu entry (the README promises Raster > SN6 Footprints): {plugin['menus']}"
 
