@@ -32,16 +32,16 @@ $(STAMP_PIP): $(STAMP_APT) requirements.txt sn6_footprints/requirements.txt sn6_
 	@echo "== installing the worker's packages into $(VENV) with the plugin's installer (rasterio/shapely built against QGIS's GDAL/GEOS)"
 	/usr/bin/python3 -m sn6_footprints.install --env $(VENV) --profile $(VENV)/sn6-profile --cuda $${SN6_CUDA:-auto} --pip-arg=--no-binary=rasterio,shapely,pyogrio
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -c "import rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6'), rasterio.__gdal_version__; print('rasterio', rasterio.__version__, 'GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
+	$(PY) -c "import pyogrio, rasterio, shapely, torch; assert rasterio.__gdal_version__.startswith('3.6') and pyogrio.__gdal_version_string__.startswith('3.6'), (rasterio.__gdal_version__, pyogrio.__gdal_version_string__); print('rasterio', rasterio.__version__, '| pyogrio', pyogrio.__version__, '| GDAL', rasterio.__gdal_version__, '| shapely', shapely.__version__, 'GEOS', shapely.geos_version, '| torch', torch.__version__)"
 	@touch $@
 
 # The plugin as QGIS installs it: the package plus metadata.txt, resources/ (icon, styles, the
-# ready-made model) and LICENSE (when the repository has one) inside it; no caches or dev files.
+# ready-made model) and LICENSE (GPL-2.0-or-later) inside it; no caches or dev files.
 install-plugin: setup
 	@rm -rf $(PLUGIN_DIR) && mkdir -p $(PLUGIN_DIR)
 	@cp -r sn6_footprints/. $(PLUGIN_DIR)/
 	@cp metadata.txt $(PLUGIN_DIR)/ && cp -r resources $(PLUGIN_DIR)/
-	@if [ -f LICENSE ]; then cp LICENSE $(PLUGIN_DIR)/; fi
+	@cp LICENSE $(PLUGIN_DIR)/
 	@find $(PLUGIN_DIR) \( -name __pycache__ -o -name .pytest_cache -o -name tests -o -name "*.pyc" \
 	  -o -name "*.resume.pt" -o -name "*~" -o -name "*.orig" -o -name "*.rej" -o -name ".*.swp" \) -prune -exec rm -rf {} +
 	@echo "plugin installed in $(PLUGIN_DIR)"
@@ -72,6 +72,7 @@ test-core: setup
 bench: setup
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_precision.py
+	$(PY) bench/bench_worker_overhead.py
 
 clean:
 	rm -rf $(BUILD) dist .pytest_cache

@@ -587,7 +587,7 @@ class Installer:
             "verified": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {key: versions.get(key) for key in
                          ("python", "torch", "rasterio", "gdal", "shapely", "numpy", "scipy", "geos",
-                          "osgeo")},
+                          "pyogrio", "pyogrio_gdal")},
             "cuda": bool(report.get("cuda")),
             "cuda_device": report.get("cuda_device"),
             "torch_cuda": report.get("torch_cuda"),
@@ -688,7 +688,7 @@ def done():
     print("@sn6-verify " + json.dumps(out, default=str), flush=True)
     sys.exit(0)
 modules = {}
-for name in ("numpy", "scipy", "torch", "rasterio", "shapely"):
+for name in ("numpy", "scipy", "torch", "rasterio", "shapely", "pyogrio"):
     try:
         modules[name] = importlib.import_module(name)
         out["versions"][name] = getattr(modules[name], "__version__", None)
@@ -727,8 +727,7 @@ try:
             importlib.import_module("sn6_footprints.core." + module)
         except Exception as exc:
             raise ImportError("sn6_footprints.core.%s: %s: %s" % (module, type(exc).__name__, exc))
-    if "osgeo.gdal" in sys.modules:  # the core's vector I/O: QGIS's or the system's GDAL
-        out["versions"]["osgeo"] = sys.modules["osgeo.gdal"].__version__
+    out["versions"]["pyogrio_gdal"] = modules["pyogrio"].__gdal_version_string__  # the core's vector I/O
     step = "torch"
     import torch
     model = UNet11(in_channels=4, width=0.125).eval()
@@ -776,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a new environment also sees the base Python's packages")
     parser.add_argument("--pip-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for pip install (repeatable), e.g. "
-                             "--pip-arg=--no-binary=rasterio,shapely")
+                             "--pip-arg=--no-binary=rasterio,shapely,pyogrio")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print what would be done; change nothing")
     mode.add_argument("--check", action="store_true",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-DEVICE_CHOICES = ("auto", "cuda", "cpu")
+from ..defaults import DEVICE_CHOICES  # noqa: F401 - re-exported here
 
 
 class DeviceError(ValueError):

@@ -35,9 +35,9 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 import shapely
 
+from ..defaults import SCORING_VARIANTS as VARIANTS
 from .feedback import Feedback
 
-VARIANTS = ("sn6", "solaris")
 DEFAULT_VARIANT = "sn6"
 
 TP, FP, FN = "TP", "FP", "FN"

@@ -8,16 +8,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..defaults import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2  # noqa: F401 - re-exported here
+
 SN6_BAND_NAMES = ("HH", "HV", "VH", "VV")
 # albumentations Normalize(mean=0.5, std=0.125, max_pixel_value=255) on every band.
 SN6_NORMALISATION_MEAN = 127.5
 SN6_NORMALISATION_STD = 31.875
 SN6_PIXEL_SIZE_M = 0.5
 SN6_THRESHOLD = 0.5
-SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
-# New models' training masks shrink every footprint by this much (grow_m below): touching
-# buildings then lie 2 x this apart, a gap a small model learns to leave.
-DEFAULT_LABEL_EROSION_M = 1.0
 
 
 @dataclass(frozen=True)

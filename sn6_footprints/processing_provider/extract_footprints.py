@@ -10,7 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
-from ..core.settings import SN6_MIN_AREA_M2
+from ..defaults import SN6_MIN_AREA_M2
 from .base import Sn6Algorithm
 from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
 from .settings import DEVICES, default_device_setting, default_model_setting

@@ -8,6 +8,8 @@ from ..resources_path import resource
 from .settings import register_settings, unregister_settings
 
 ICON = resource("icon.svg")
+ALGORITHMS = (("extract_footprints", "ExtractFootprintsAlgorithm"), ("score_footprints", "ScoreFootprintsAlgorithm"),
+              ("train_model", "TrainModelAlgorithm"))
 
 
 class Sn6FootprintsProvider(QgsProcessingProvider):
@@ -37,9 +39,15 @@ class Sn6FootprintsProvider(QgsProcessingProvider):
         return str(ICON)
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API
-        from .extract_footprints import ExtractFootprintsAlgorithm
-        from .score_footprints import ScoreFootprintsAlgorithm
-        from .train_model import TrainModelAlgorithm
+        """Each algorithm on its own: QGIS calls this from C++, where an exception would abort the
+        whole application, so a module that fails to load is logged and the others still load."""
+        import importlib
 
-        for algorithm in (ExtractFootprintsAlgorithm(), ScoreFootprintsAlgorithm(), TrainModelAlgorithm()):
-            self.addAlgorithm(algorithm)
+        from qgis.core import Qgis, QgsMessageLog
+
+        for module, name in ALGORITHMS:
+            try:
+                self.addAlgorithm(getattr(importlib.import_module(f"{__package__}.{module}"), name)())
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                QgsMessageLog.logMessage(f"Algorithm {name} could not be loaded: {error!r}", "SN6 Footprints",
+                                         Qgis.Critical)

@@ -7,12 +7,12 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsVectorLayer,
                        QgsWkbTypes)
 
-from ..core.settings import SN6_MIN_AREA_M2
+from ..defaults import SCORING_VARIANTS as VARIANTS
+from ..defaults import SN6_MIN_AREA_M2
 from .base import Sn6Algorithm
 from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
 from .styling import QmlStyle
 
-VARIANTS = ("sn6", "solaris")  # the core's scoring variants, as its CLI names them
 
 HELP = """Scores predicted building footprints against ground truth with the SpaceNet F1 metric: proposals in descending confidence each take the unmatched ground-truth polygon of highest IoU; IoU above the threshold is a true positive.
 

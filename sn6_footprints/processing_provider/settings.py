@@ -20,12 +20,14 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
+from ..defaults import DEVICE_CHOICES
+
 WORKER_ENV = "SN6_FOOTPRINTS_WORKER_ENV"
 DEFAULT_MODEL = "SN6_FOOTPRINTS_DEFAULT_MODEL"
 DEFAULT_DEVICE = "SN6_FOOTPRINTS_DEFAULT_DEVICE"
 KEYS = (WORKER_ENV, DEFAULT_MODEL, DEFAULT_DEVICE)
 
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = DEVICE_CHOICES
 """The device setting's values, in the order of its choices (Processing stores the index)."""
 
 _QNAME = "Processing/Configuration/{}"

@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
                        QgsVectorLayer, QgsWkbTypes)
 
-from ..core.settings import DEFAULT_LABEL_EROSION_M
+from ..defaults import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import export_source, optional_args, run_core, scratch_folder
 from ..worker.environment import plugin_data_dir

@@ -32,11 +32,6 @@ class WorkerCancelled(WorkerError):
     """The caller cancelled; the worker was stopped."""
 
 
-def package_parent() -> Path:
-    """The folder holding the ``sn6_footprints`` package: the worker imports the core from here."""
-    return Path(__file__).resolve().parents[2]
-
-
 def _reader(stream, name: str, lines: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         lines.put((name, line))

@@ -1,0 +1,12 @@
+"""The choices and defaults a user meets in the dialogs, the CLI and the core alike.
+
+One place, standard library only: QGIS's process reads them here without importing the core
+(which runs in the worker), and the core re-exports them where they belong.
+"""
+
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+SCORING_VARIANTS = ("sn6", "solaris")  # the official SpaceNet 6 scorer; solaris's evaluator
+SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
+# New models' training masks shrink every footprint by this much (grow_m in the model's
+# settings): touching buildings then lie 2 x this apart, a gap a small model learns to leave.
+DEFAULT_LABEL_EROSION_M = 1.0
