@@ -10,6 +10,9 @@ from ..resources_path import resource
 
 HELP_URL = "https://github.com/sn6-footprints/sn6_footprints#readme"
 ICON = resource("icon.svg")
+# The SpaceNet scores both algorithms report: output name -> label.
+SCORE_OUTPUTS = {"F1": "F1 score", "PRECISION": "Precision", "RECALL": "Recall",
+                 "TP": "True positives (TP)", "FP": "False positives (FP)", "FN": "False negatives (FN, missed)"}
 
 
 class Sn6Algorithm(QgsProcessingAlgorithm):

@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
 from ..defaults import SN6_MIN_AREA_M2
-from .base import Sn6Algorithm
+from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
@@ -20,8 +20,6 @@ ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)"
                     "Yes (south-looking scene for a north-looking model)", "No")
 FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 CLI_CHOICES = ("model", "yes", "no")  # ROTATION_CHOICES / FLIP_CHOICES as the CLI spells them
-SCORE_OUTPUTS = {"F1": "F1 score", "PRECISION": "Precision", "RECALL": "Recall",
-                 "TP": "True positives (TP)", "FP": "False positives (FP)", "FN": "False negatives (FN, missed)"}
 
 HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
 

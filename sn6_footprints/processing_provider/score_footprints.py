@@ -9,7 +9,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 
 from ..defaults import SCORING_VARIANTS as VARIANTS
 from ..defaults import SN6_MIN_AREA_M2
-from .base import Sn6Algorithm
+from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
 from .styling import QmlStyle
 
@@ -41,7 +41,7 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
     OUTPUT_PROPOSALS = "OUTPUT_PROPOSALS"
     OUTPUT_MISSED = "OUTPUT_MISSED"
     OUTPUT_HTML = "OUTPUT_HTML"
-    NUMBERS = ("F1", "PRECISION", "RECALL", "TP", "FP", "FN")
+    NUMBERS = tuple(SCORE_OUTPUTS)
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         polygons = [QgsProcessing.TypeVectorPolygon]
@@ -68,8 +68,8 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
                                                             QgsProcessing.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_HTML, self.tr("Score report"),
                                                                 "HTML files (*.html)", optional=True))
-        for name in self.NUMBERS:
-            self.addOutput(QgsProcessingOutputNumber(name, self.tr(name)))
+        for name, label in SCORE_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         truth_source = self.parameterAsSource(parameters, self.TRUTH, context)
