@@ -1,26 +1,60 @@
 """Command-line interface: one module per sub-command, each with ``add_parser`` and ``run``.
 
-Errors the user can fix (bad input, missing files) print one line and exit with code 2.
-With ``--events`` (how the QGIS plugin runs it as its worker) every log line, progress step,
-the result and any error are JSON event lines on stdout instead (``worker/protocol.py``),
-and SIGTERM cancels the run cleanly.
+Errors the user can fix (bad input, missing files) print one line, ``error: ...``, and exit
+with code 2; the command's checks run first (``core/validation.py``), before any model loads
+or any file is written. An unexpected exception prints one line, ``error: unexpected <Type>:
+<message> (details: <log file>)``, and writes its traceback to that log file in the temporary
+folder (``--debug``: the traceback on stderr instead). Messages are stripped of ANSI escape
+codes and control characters and folded onto one line. With ``--events`` (how the QGIS
+plugin runs it as its worker) every log line, progress step, the result and any error are
+JSON event lines on stdout instead (``worker/protocol.py``), and SIGTERM cancels the run
+cleanly.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
+import os
+import re
 import signal
 import sys
+import tempfile
 import traceback
 
 COMMANDS = ("extract", "score", "simulate", "train")
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
+EXIT_INTERNAL = 1
+# CSI / OSC / other two-character escape sequences, then any other control character.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class CliError(Exception):
     """A user-fixable problem: printed as one line, exit code 2."""
+
+
+def one_line(message: object) -> str:
+    """A message as one printable line: ANSI escape codes and control characters removed,
+    line breaks folded into single spaces."""
+    text = _CONTROL.sub("", _ANSI.sub("", str(message)))
+    return " ".join(text.split())
+
+
+def write_crash_log(exc: BaseException, argv: list[str] | None) -> str | None:
+    """The traceback of an unexpected exception in a new log file in the temporary folder;
+    its path, or None when it cannot be written."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"sn6_footprints-{stamp}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(f"python -m sn6_footprints {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+            log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except OSError:
+        return None
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Building footprints from SAR with TernausNet.")
     parser.add_argument("--events", action="store_true",
                         help="machine-readable output for the QGIS plugin: JSON event lines on stdout")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error on stderr (default: in a log file)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -72,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except (CliError, ValueError, FileNotFoundError) as exc:
+        message = one_line(exc) or type(exc).__name__
         if args.events:
-            emit("error", kind="usage", message=str(exc))
+            emit("error", kind="usage", message=message)
         else:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except (Cancelled, KeyboardInterrupt):
         if args.events:
@@ -83,10 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
-    except Exception as exc:  # the worker's caller gets one line; the traceback goes to stderr
-        if not args.events:
+    except Exception as exc:  # one line for the user, the traceback in a log file (or --debug)
+        if args.debug and not args.events:
             raise
-        traceback.print_exc(file=sys.stderr)
-        emit("error", kind="internal",
-             message=f"Unexpected error in the worker: {type(exc).__name__}: {exc} (traceback in the log)")
-        return 1
+        if args.events:  # the worker's caller keeps its stderr in the Processing log; the scratch
+            traceback.print_exc(file=sys.stderr)  # folder (the worker's temp dir) is removed
+            details = "the worker's traceback is in the log"
+        else:
+            details = write_crash_log(exc, argv) or "no log file could be written; rerun with --debug"
+        message = one_line(f"unexpected {type(exc).__name__}: {exc} (details: {details})")
+        if args.events:
+            emit("error", kind="internal", message=message)
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return EXIT_INTERNAL

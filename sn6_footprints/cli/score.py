@@ -68,16 +68,13 @@ def run(args) -> int:
     from ..core.footprint_sources import load_for_scoring
     from ..core.scoring import score_footprints
 
-    if not 0 <= args.iou < 1:
-        raise CliError(f"--iou must be at least 0 and below 1, not {args.iou}")
-    if args.min_area is not None and args.min_area < 0:
-        raise CliError(f"--min-area must not be negative, not {args.min_area}")
+    from ..core.validation import validate_scoring
+
     if args.features and not args.json:
         raise CliError("--features needs --json")
-    outputs = [path for path in (args.scored_proposals, args.missed, args.html) if path]
-    inputs = {Path(args.truth).resolve(), Path(args.proposals).resolve()}
-    if any(Path(path).resolve() in inputs for path in outputs):
-        raise CliError("an output path is one of the inputs; choose another output file")
+    validate_scoring(args.truth, args.proposals, {
+        "scored proposals file": args.scored_proposals, "missed buildings file": args.missed,
+        "HTML report": args.html}, iou=args.iou, min_area=args.min_area)
     feedback = args.feedback
     truth, proposals, crs = load_for_scoring(
         args.truth, args.proposals, image_field=args.image_field, truth_id_field=args.truth_id_field,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import CliError, finish
+from . import finish
 
 
 def add_parser(subparsers) -> None:
@@ -40,16 +40,12 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..core.simulation import DEFAULT_ORIGIN, simulate_scene
 
+    from ..core.validation import validate_simulation
+
     raster, labels = Path(args.raster), Path(args.labels)
-    if raster.suffix.lower() not in (".tif", ".tiff"):
-        raise CliError(f"the raster must be a GeoTIFF (.tif), not {raster.name}")
-    if labels.suffix.lower() not in (".gpkg", ".geojson", ".json"):
-        raise CliError(f"the labels must be a GeoPackage (.gpkg) or GeoJSON (.geojson), not {labels.name}")
-    if raster.resolve() == labels.resolve():
-        raise CliError("raster and labels must be two different files")
-    for path in (raster, labels):
-        if not path.parent.is_dir():
-            raise CliError(f"output folder {path.parent} does not exist")
+    validate_simulation(raster, labels, width_px=args.width or args.size, height_px=args.height or args.size,
+                        pixel_size_m=args.pixel_size, incidence_deg=args.incidence, looks=args.looks,
+                        density=args.density)
     info = simulate_scene(
         raster, labels, width_px=args.width or args.size, height_px=args.height or args.size, seed=args.seed,
         pixel_size_m=args.pixel_size, look_direction=args.look, incidence_deg=args.incidence, looks=args.looks,

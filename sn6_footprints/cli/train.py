@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from . import CliError, finish
 
@@ -67,14 +66,12 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..core.training import TrainingOptions, train_model
+    from ..core.validation import validate_training
 
     if len(args.raster) != len(args.labels):
         raise CliError(f"{len(args.raster)} --raster but {len(args.labels)} --labels; give them in pairs")
     if args.raster_look and len(args.raster_look) != len(args.raster):
         raise CliError(f"{len(args.raster_look)} --raster-look for {len(args.raster)} --raster; give one per raster")
-    inputs = {Path(p).resolve() for p in args.raster + args.labels}
-    if Path(args.output).resolve() in inputs:
-        raise CliError("the output path is one of the inputs; choose another output file")
     options = TrainingOptions(
         width=args.width, initial_model=args.init, tile_size_px=args.tile_size, batch_size=args.batch_size,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, lr_schedule=args.lr_schedule,
@@ -86,6 +83,8 @@ def run(args) -> int:
         contact_weight=args.contact_weight, augment=not args.no_augment,
         mixed_precision=not args.no_mixed_precision, cache_limit_mb=args.cache_mb,
         description=args.description)
+    resume_file = args.resume_file or f"{args.output}.resume.pt"
+    validate_training(args.raster, args.labels, args.output, options, resume_file=resume_file)
     result = train_model(args.raster, args.labels, args.output, options, args.feedback)
     summary = {"output": str(result.output_path), "best_epoch": result.best_epoch, "best_f1": result.best_f1,
                "epochs": result.epochs, "seconds": round(result.seconds, 3),

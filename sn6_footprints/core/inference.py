@@ -34,8 +34,9 @@ class TilingOptions:
 
     def check(self) -> None:
         if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
+            nearest = max(INPUT_MULTIPLE_PX, INPUT_MULTIPLE_PX * round(self.tile_size_px / INPUT_MULTIPLE_PX))
             raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
-                             f"(at least {INPUT_MULTIPLE_PX}); 512 is the SN6 baseline's.")
+                             f"(at least {INPUT_MULTIPLE_PX}); use {nearest} (512 is the SN6 baseline's).")
         if self.overlap_px < 0:
             raise ValueError(f"Overlap {self.overlap_px} px must be 0 or more.")
         if self.batch_size < 1:

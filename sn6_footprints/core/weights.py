@@ -7,8 +7,10 @@ read with ``weights_only=True``: a checkpoint can never run code.
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle  # only for UnpicklingError; files are read with weights_only=True  # nosec B403
+import re
 import tempfile
 from collections import OrderedDict
 from dataclasses import replace
@@ -28,19 +30,52 @@ class WeightsError(ValueError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 
-def _read(path: Path):
+TORCH_ZIP_MAGIC = b"PK\x03\x04"   # torch.save's default (zip) format
+PICKLE_PROTOCOL_OPCODE = 0x80     # the legacy format starts with a pickle of protocol 2 or above
+CHECKPOINT_FIX = ("Choose a checkpoint saved with torch.save (.pt/.pth/.model), or leave the model empty "
+                  "for the bundled model.")
+
+
+def _short(exc: BaseException) -> str:
+    """The first sentence of an exception's message, without torch's advice that follows it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")[:160]
+
+
+def _refused_pickle(path: Path, exc: BaseException) -> WeightsError:
+    """torch's weights-only refusal in our words: never its advice to load unsafely."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f"a pickled Python object ({found.group(1)})" if found else "pickled data other than tensors"
+    return WeightsError(
+        f"{path.name} is not a plain weights file: it holds {what}, which is not loaded (nothing in it was "
+        "run). Save the model's state_dict (torch.save(model.state_dict(), path)) and use that file.")
+
+
+def _read(path: Path, lazy: bool = False):
+    """The unpickled checkpoint (tensors only). ``lazy``: map a zip-format file's tensors
+    instead of reading them (for a look at its metadata)."""
+    if path.is_dir():
+        raise WeightsError(f"Model file {path} is a folder, not a checkpoint. {CHECKPOINT_FIX}")
     if not path.is_file():
         raise WeightsError(f"Model file not found: {path}. Choose an existing checkpoint "
                            "(.pt/.pth/.model) or leave the parameter empty for the bundled model.")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError as exc:
+        raise WeightsError(f"Model file {path} cannot be read ({exc.strerror or exc}). {CHECKPOINT_FIX}") from exc
+    is_zip = head == TORCH_ZIP_MAGIC
+    if not is_zip and (len(head) < 2 or head[0] != PICKLE_PROTOCOL_OPCODE):
+        raise WeightsError(f"{path.name} could not be read as a PyTorch checkpoint: it is neither a zip-format "
+                           f"nor a legacy torch.save file. {CHECKPOINT_FIX}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=lazy and is_zip)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{path.name} is not a plain weights file ({str(exc).splitlines()[0]}). Save the "
-            "model's state_dict (torch.save(model.state_dict(), path)) and use that file.") from exc
-    except Exception as exc:  # truncated files, not a torch file at all
-        raise WeightsError(f"{path.name} could not be read as a PyTorch checkpoint "
-                           f"({type(exc).__name__}: {exc}). Is the file complete?") from exc
+        raise _refused_pickle(path, exc) from None
+    except Exception as exc:  # truncated or damaged files  # noqa: BLE001 - reworded, never passed on raw
+        raise WeightsError(f"{path.name} could not be read as a PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{_short(exc)}). Is the file complete? Copy it again or choose another "
+                           "checkpoint.") from None
 
 
 def _unwrap(payload) -> tuple[dict, dict | None]:
@@ -72,19 +107,80 @@ def _describe_mismatch(model: torch.nn.Module, state: dict) -> str:
                          ("shape mismatches", shapes)):
         if items:
             more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-            lines.append(f"  {title} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{more}")
-    return "\n".join(lines)
+            lines.append(f"{title} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{more}")
+    return "; ".join(lines)
 
 
 def settings_from_state(state: dict, metadata: dict | None) -> ModelSettings:
     """Metadata if the file has it, else SN6 baseline settings with width/bands read off
     the first convolution (so a bare baseline file needs nothing more)."""
     if metadata:
-        return ModelSettings.from_dict(metadata)
+        try:
+            return ModelSettings.from_dict(metadata)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"The checkpoint's metadata cannot be read ({exc}). Re-save it with "
+                               "'Train footprint model' or use the bare state_dict.") from None
     settings = ModelSettings()
     first = state.get("encoder.0.weight")
     if first is not None and first.ndim == 4:
         settings = replace(settings, width=first.shape[0] / VGG11_FIRST_WIDTH).with_bands(first.shape[1])
+    return settings
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def settings_problem(settings: ModelSettings) -> str | None:
+    """What makes a checkpoint's settings unusable (one phrase), or None when they are sane."""
+    if settings.architecture != "UNet11":
+        return f"it is a {settings.architecture!r} model; only UNet11 is supported"
+    width = _number(settings.width)
+    if width is None or width <= 0:
+        return f"width {settings.width!r} must be a number above 0"
+    if settings.bands < 1:
+        return "it names no bands"
+    for key in ("mean", "std"):
+        values = getattr(settings, key)
+        if len(values) != settings.bands:
+            return f"{len(values)} {key} value(s) for {settings.bands} band(s)"
+    for name, mean, std in zip(settings.band_names, settings.mean, settings.std):
+        if _number(mean) is None:
+            return f"the normalisation mean of band {name} is {mean!r}, not a finite number"
+        if _number(std) is None or float(std) <= 0:
+            return f"the normalisation std of band {name} is {std!r}; it must be above 0"
+    threshold = _number(settings.threshold)
+    if threshold is None or not 0 < threshold < 1:
+        return f"threshold {settings.threshold!r} must be above 0 and below 1"
+    pixel = _number(settings.pixel_size_m)
+    if pixel is None or pixel <= 0:
+        return f"pixel size {settings.pixel_size_m!r} m must be above 0"
+    for key in ("min_area_m2", "grow_m"):
+        value = _number(getattr(settings, key))
+        if value is None or value < 0:
+            return f"{key} {getattr(settings, key)!r} must be 0 or more"
+    return None
+
+
+def check_settings(settings: ModelSettings, name: str) -> None:
+    """Refuse a checkpoint whose metadata would silently give a wrong result."""
+    problem = settings_problem(settings)
+    if problem:
+        raise WeightsError(f"{name} cannot be used: {problem}. Fix the checkpoint's metadata (re-save it with "
+                           "'Train footprint model') or choose another model.")
+
+
+def inspect_model(path: str | os.PathLike) -> ModelSettings:
+    """The settings of a checkpoint, checked, without building the model (tensors are mapped,
+    not read, for zip-format files): the cheap look that validation takes first."""
+    path = Path(path)
+    state, metadata = _unwrap(_read(path, lazy=True))
+    settings = settings_from_state(state, metadata)
+    check_settings(settings, path.name)
     return settings
 
 
@@ -93,14 +189,13 @@ def load_model(path: str | os.PathLike) -> tuple[UNet11, ModelSettings]:
     path = Path(path)
     state, metadata = _unwrap(_read(path))
     settings = settings_from_state(state, metadata)
-    if settings.architecture != "UNet11":
-        raise WeightsError(f"{path.name} is a {settings.architecture!r} model; only UNet11 is supported.")
+    check_settings(settings, path.name)
     model = UNet11(in_channels=settings.bands, width=settings.width)
     report = _describe_mismatch(model, state)
     if report:
         raise WeightsError(
-            f"{path.name} does not match UNet11 (width {settings.width:g}, {settings.bands} bands):\n"
-            f"{report}\nUse a TernausNet UNet11 checkpoint such as the SN6 baseline weights or one "
+            f"{path.name} does not match UNet11 (width {settings.width:g}, {settings.bands} bands): "
+            f"{report}. Use a TernausNet UNet11 checkpoint such as the SN6 baseline weights or one "
             "written by 'Train footprint model'.")
     model.load_state_dict(state, strict=True)
     return model.eval(), settings
