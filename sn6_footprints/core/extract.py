@@ -15,7 +15,8 @@ import rasterio
 
 from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
-from .feedback import Feedback, SubFeedback
+from ..output_safety import terminate_raises
+from .feedback import Cancelled, Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, predict_probabilities
 from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
 from .settings import ModelSettings
@@ -69,8 +70,14 @@ def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
 
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
                        feedback: Feedback | None = None) -> ExtractionResult:
-    """Run the model over ``raster_path`` tile by tile and return the footprints."""
-    feedback = feedback or Feedback()
+    """Run the model over ``raster_path`` tile by tile and return the footprints. SIGTERM (when
+    nobody else handles it) cancels like the feedback does, so the temporary probability raster
+    is removed on every way out."""
+    with terminate_raises(Cancelled):
+        return _extract_footprints(raster_path, options, feedback or Feedback())
+
+
+def _extract_footprints(raster_path, options: ExtractionOptions, feedback: Feedback) -> ExtractionResult:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model, settings = load_model(options.model_path or bundled_model_path())
@@ -112,6 +119,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
                                                          SubFeedback(feedback, 90, 100))
         seconds["vectorize"] = time.perf_counter() - t0
+    feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
     return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast),

@@ -1,7 +1,8 @@
 """Footprint files through pyogrio (GeoPackage, GeoJSON, Shapefile, FlatGeobuf), without QGIS.
 
 The CLI and the tests read and write vectors here; inside QGIS the Processing layer uses
-feature sources and sinks instead. Writes are atomic: a temporary file moved into place.
+feature sources and sinks instead. Writes are complete or absent: a temporary file, reopened
+and counted, moved into place; an existing GeoPackage keeps its other layers.
 pyogrio and rasterio's CRS stand in for GDAL's own Python bindings (``osgeo``), which pip
 cannot install portably: this module must import in the plugin's plain worker venv.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -169,9 +171,17 @@ def _column(values: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict[str, list] | None = None,
-                     crs=None, layer_name: str = "footprints") -> Path:
+                     crs=None, layer_name: str = "footprints", feedback=None) -> Path:
     """Write polygons and attribute columns; the format follows the file's extension.
-    The file appears only when complete; an existing file is replaced."""
+
+    Complete or absent: the file is written under a temporary name in the target folder, reopened
+    and its features counted, and only then moved into place; a failed, cancelled (``feedback``'s
+    cancel, or SIGTERM) or interrupted write removes what it made. An existing file is replaced,
+    except an existing GeoPackage: there only the layer ``layer_name`` is added or replaced and its
+    other layers are kept. A full disk, a file size limit or a denied permission is one line."""
+    from ..output_safety import OutputWriteError, geopackage_layers, terminate_raises, write_error_message
+    from .feedback import Cancelled
+
     path = Path(path)
     driver_name = DRIVERS_BY_SUFFIX.get(path.suffix.lower())
     if driver_name is None:
@@ -183,22 +193,52 @@ def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict
     wkb = np.array([None if g is None else shapely.to_wkb(g) for g in geometries], dtype=object)
     geometry_type = ("MultiPolygon" if any(g is not None and g.geom_type == "MultiPolygon" for g in geometries)
                      else "Polygon")
-    tmp_dir = tempfile.mkdtemp(prefix=".sn6-", dir=path.parent)
-    tmp_path = Path(tmp_dir) / path.name
-    try:
-        # NaN stays a value and only None is null; polygons stay polygons in a MultiPolygon
-        # layer (no promotion), as with OGR's own bindings before. No CRS is allowed: pixel-space
-        # and unknown-CRS layers are written as such, without pyogrio's warning.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-            pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
-                              field_mask=[missing for _, missing in columns], layer=layer_name,
-                              driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
-                              promote_to_multi=False, nan_as_null=False)
-        for produced in Path(tmp_dir).iterdir():  # shapefiles are several files
-            os.replace(produced, path.parent / produced.name)
-    finally:
-        for leftover in Path(tmp_dir).glob("*"):
-            leftover.unlink()
-        os.rmdir(tmp_dir)
+    kept_layers = ([name for name in geopackage_layers(path) or [] if name != layer_name]
+                   if driver_name == "GPKG" else [])
+    with terminate_raises(Cancelled):
+        try:
+            tmp_dir = tempfile.mkdtemp(prefix=".sn6-", dir=path.parent)
+        except OSError as exc:
+            raise OutputWriteError(write_error_message(path, exc)) from exc
+        tmp_path = Path(tmp_dir) / path.name
+        try:
+            try:
+                if kept_layers:  # the user's GeoPackage with its other layers: a copy gets the new layer
+                    shutil.copy2(path, tmp_path)
+                # NaN stays a value and only None is null; polygons stay polygons in a MultiPolygon
+                # layer (no promotion), as with OGR's own bindings before. No CRS is allowed: pixel-space
+                # and unknown-CRS layers are written as such, without pyogrio's warning.
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                    pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
+                                      field_mask=[missing for _, missing in columns], layer=layer_name,
+                                      driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
+                                      promote_to_multi=False, nan_as_null=False)
+                problem = _written_problem(tmp_path, driver_name, layer_name, len(geometries), kept_layers)
+            except (OSError, RuntimeError) as exc:  # pyogrio's errors are RuntimeErrors
+                raise OutputWriteError(write_error_message(path, exc)) from exc
+            if problem:
+                raise OutputWriteError(write_error_message(path, problem))
+            if feedback is not None:
+                feedback.check_cancelled()
+            for produced in Path(tmp_dir).iterdir():  # shapefiles are several files
+                os.replace(produced, path.parent / produced.name)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def _written_problem(path: Path, driver_name: str, layer_name: str, expected: int, kept_layers: list) -> str | None:
+    """What is wrong with a freshly written file (reopened: features counted, kept layers there), or None."""
+    layer = layer_name if driver_name == "GPKG" else 0
+    try:
+        count = pyogrio.read_info(str(path), layer=layer, force_feature_count=True)["features"]
+        present = {str(name) for name, _ in pyogrio.list_layers(str(path))} if kept_layers else set()
+    except (DataSourceError, DataLayerError) as exc:
+        return f"the written file cannot be reopened ({exc})"
+    if count != expected:
+        return f"the written file holds {count} of {expected} features"
+    missing = [name for name in kept_layers if name not in present]
+    if missing:
+        return f"the layers {', '.join(missing)} went missing while writing"
+    return None

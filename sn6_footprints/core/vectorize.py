@@ -120,6 +120,7 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
             blobs += blobs_in_strip(probability, top, options.threshold,
                                     top_is_border=top > 0, bottom_is_border=top + height < info.height)
             feedback.set_progress(90.0 * (top + height) / info.height)
+    feedback.check_cancelled()  # a cancel during the last strip is not lost
     blobs = merge_across_strips(blobs)
     min_pixels = options.min_area_m2 / info.pixel_area_m2
     kept = sorted((b for b in blobs if _grown_box_area(b.polygon, options.grow_px) >= min_pixels),
@@ -127,7 +128,9 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
     tolerance_px = options.simplify_map_units / info.pixel_size_map_units
     t = info.transform
     geometries, areas, confidences = [], [], []
-    for blob in kept:
+    for number, blob in enumerate(kept):
+        if number % 256 == 0:
+            feedback.check_cancelled()
         polygon = grown_outline(blob.polygon, options.grow_px)
         if polygon.area < min_pixels:  # the size that counts is the footprint's, after growing
             continue
@@ -138,5 +141,6 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
         areas.append(round(polygon.area * info.pixel_area_m2, 3))
         geometries.append(shapely.affinity.affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f]))
         confidences.append(round(blob.probability_sum / blob.pixels, 6))
+    feedback.check_cancelled()
     feedback.set_progress(100.0)
     return geometries, {"id": list(range(1, len(geometries) + 1)), "area_m2": areas, "confidence": confidences}

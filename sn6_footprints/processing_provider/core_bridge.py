@@ -6,16 +6,21 @@ line, and its result files come back into Processing sinks here.
 """
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField,
-                       QgsFields, QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsDataProvider, QgsFeature, QgsFeatureRequest, QgsFeatureSink,
+                       QgsField, QgsFields, QgsProcessing, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingOutputLayerDefinition, QgsProcessingUtils, QgsProperty, QgsProviderRegistry,
                        QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
+from ..output_safety import (OutputIsInputError, check_outputs_not_inputs, geopackage_layers, source_path,
+                             vector_files, write_error_message)
 from ..worker.client import WorkerCancelled, WorkerError, run_worker
 from ..worker.environment import worker_environ
 from . import settings
@@ -116,9 +121,101 @@ def export_source(source, path: Path, crs: QgsCoordinateReferenceSystem, context
     return path
 
 
+def check_outputs_are_not_inputs(outputs, inputs) -> None:
+    """Before any export or worker call: no destination is an input file or one of its sidecars.
+    ``outputs``: ``(label, path or None)``; ``inputs``: ``(label, QGIS source or path, kind)``
+    with kind raster, vector or file (see ``output_safety.check_outputs_not_inputs``)."""
+    files = [(label, source_path(source), kind) for label, source, kind in inputs]
+    try:
+        check_outputs_not_inputs(outputs, files)
+    except OutputIsInputError as exc:
+        raise QgsProcessingException(tr(str(exc))) from None
+
+
+_PROVIDER_URI = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:(?![\\/])")  # postgis:..., memory:... (not C:/...)
+_OGR_DBNAME = re.compile(r"""dbname='((?:[^'\\]|\\.)*)'""")
+
+
+def _as_text(value, context) -> str:
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext(), "")
+        value = value[0] if isinstance(value, tuple) else value
+    return "" if value is None else str(value)
+
+
+def destination_path(parameters, name: str, context) -> str | None:
+    """The file a sink or file destination parameter writes, or None for a temporary output, a
+    memory layer or a database."""
+    text = _as_text(parameters.get(name), context).strip()
+    if not text or text == QgsProcessing.TEMPORARY_OUTPUT:
+        return None
+    if text.startswith("ogr:"):
+        match = _OGR_DBNAME.search(text)
+        return match.group(1).replace("\\'", "'") if match else None
+    if _PROVIDER_URI.match(text):
+        return None
+    return text.split("|")[0]
+
+
+class _Destination:
+    """Where a sink writes and what may be removed when the write fails or is cancelled."""
+
+    def __init__(self, parameters, name: str, context, layer_name: str, feedback):
+        self.parameters, self.feedback = parameters, feedback
+        self.path = destination_path(parameters, name, context)
+        self.layer_name = None  # set when writing one layer into the user's existing GeoPackage
+        layers = geopackage_layers(self.path) if self.path and self.path.lower().endswith(".gpkg") else None
+        if layers and any(layer != Path(self.path).stem for layer in layers):
+            # QGIS's sink for a plain path recreates the whole file: write the one layer into it
+            # instead, keeping the user's other layers.
+            self.layer_name = layer_name
+            escaped = self.path.replace("'", "\\'")
+            uri = f"ogr:dbname='{escaped}' table=\"{layer_name}\" (geom)"
+            original = parameters.get(name)
+            if isinstance(original, QgsProcessingOutputLayerDefinition):
+                definition = QgsProcessingOutputLayerDefinition(original)
+                definition.sink = QgsProperty.fromValue(uri)
+            else:
+                definition = uri
+            self.parameters = {**parameters, name: definition}
+            others = [layer for layer in layers if layer != layer_name]
+            verb = "replacing its layer" if layer_name in layers else "as the layer"
+            feedback.pushInfo(tr(f"Writing into the existing GeoPackage {self.path}, {verb} '{layer_name}'; its "
+                                 f"other layers ({', '.join(others)}) are kept."))
+
+    def remove_partial(self) -> None:
+        """What a failed or cancelled write left: the new file (and its journals or parts), or
+        only the new layer of a GeoPackage that holds other layers."""
+        if not self.path:
+            return
+        if self.layer_name is not None:
+            try:
+                connection = QgsProviderRegistry.instance().providerMetadata("ogr").createConnection(self.path, {})
+                if self.layer_name in [table.tableName() for table in connection.tables()]:
+                    connection.dropVectorTable("", self.layer_name)
+            except Exception as exc:  # noqa: BLE001 - best effort; the error that brought us here is reported
+                self.feedback.reportError(tr(f"The partial layer '{self.layer_name}' could not be removed from "
+                                             f"{self.path}: {exc}"), False)
+            return
+        for part in vector_files(self.path) + [Path(self.path + s) for s in ("-wal", "-shm", "-journal")]:
+            try:
+                os.remove(part)
+            except OSError:
+                pass
+
+
 def copy_into_sink(algorithm, parameters, name: str, context, path: Path, crs, feedback,
-                   wkb_type=QgsWkbTypes.Polygon) -> str:
-    """The worker's result file ``path`` into the algorithm's sink ``name``; its dest id."""
+                   wkb_type=QgsWkbTypes.Polygon, layer_name: str = "footprints") -> str:
+    """The worker's result file ``path`` into the algorithm's sink ``name``; its dest id.
+
+    Complete or absent: every ``addFeature`` and the final flush are checked and the written
+    layer is reopened and counted; on a failure or a cancel the partial file is removed (only
+    the new layer when the destination is an existing GeoPackage with other layers: those are
+    kept, see ``_Destination``) and one line says why (disk full, permission, ...)."""
+    if feedback.isCanceled():
+        raise QgsProcessingException(tr(CANCELLED))
     layer = QgsVectorLayer(str(path), "result", "ogr")
     if not layer.isValid():
         raise QgsProcessingException(tr(f"The worker's result {path.name} cannot be read."))
@@ -126,25 +223,102 @@ def copy_into_sink(algorithm, parameters, name: str, context, path: Path, crs, f
     keep = [i for i, field in enumerate(layer.fields()) if field.name() != "fid"]  # GeoPackage's own key
     for i in keep:
         fields.append(layer.fields().at(i))
-    sink, dest_id = algorithm.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
+    expected = layer.featureCount()
+    destination = _Destination(parameters, name, context, layer_name, feedback)
+    sink, dest_id = algorithm.parameterAsSink(destination.parameters, name, context, fields, wkb_type, crs)
     if sink is None:
+        destination.remove_partial()
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))
     multi = QgsWkbTypes.isMultiType(wkb_type)
-    for feature in layer.getFeatures():
-        if feedback.isCanceled():
-            raise QgsProcessingException(tr("Cancelled by the user; the output is incomplete and was not kept."))
-        out = QgsFeature(fields)
-        geometry = feature.geometry()
-        if not geometry.isNull():
-            if multi:
-                geometry.convertToMultiType()
-            out.setGeometry(geometry)
-        out.setAttributes([feature.attributes()[i] for i in keep])
-        if not sink.addFeature(out, QgsFeatureSink.FastInsert):
-            raise QgsProcessingException(tr(f"Cannot write to the output: {sink.lastError()}"))
-    sink.flushBuffer()
-    del sink
+    problem = None
+    try:
+        for feature in layer.getFeatures():
+            if feedback.isCanceled():
+                break
+            out = QgsFeature(fields)
+            geometry = feature.geometry()
+            if not geometry.isNull():
+                if multi:
+                    geometry.convertToMultiType()
+                out.setGeometry(geometry)
+            out.setAttributes([feature.attributes()[i] for i in keep])
+            if not sink.addFeature(out, QgsFeatureSink.FastInsert):
+                problem = sink.lastError() or "a feature could not be added"
+                break
+        if problem is None and not feedback.isCanceled() and not sink.flushBuffer():
+            problem = sink.lastError() or "the features could not be flushed"
+    finally:
+        del sink  # closes the file: the GeoPackage's transaction is committed here
+    if problem is None and not feedback.isCanceled() and destination.path:
+        written = QgsVectorLayer(dest_id, "written", "ogr")
+        count = written.featureCount() if written.isValid() else -1
+        del written
+        if count != expected:
+            problem = (f"the written layer holds {count} of {expected} features" if count >= 0
+                       else "the written file cannot be reopened")
+    if feedback.isCanceled():
+        destination.remove_partial()
+        raise QgsProcessingException(tr("Cancelled by the user; the output is incomplete and was not kept."))
+    if problem is not None:
+        message = write_error_message(destination.path or dest_id, problem)  # probes the folder: before removal
+        destination.remove_partial()
+        raise QgsProcessingException(tr(message))
     return dest_id
+
+
+class RasterFile:
+    """A raster file with what the algorithms read of it (source, CRS, name, provider), opened
+    with GDAL's provider but no map layer: a QGIS raster layer computes a histogram for its
+    default style, and GDAL saves it as ``<raster>.aux.xml`` beside the user's file."""
+
+    def __init__(self, uri: str, crs: QgsCoordinateReferenceSystem):
+        self._uri, self._crs = uri, QgsCoordinateReferenceSystem(crs)
+
+    def source(self) -> str:
+        return self._uri
+
+    def crs(self) -> QgsCoordinateReferenceSystem:
+        return QgsCoordinateReferenceSystem(self._crs)
+
+    def name(self) -> str:
+        return Path(self._uri.split("|")[0]).stem
+
+    def providerType(self) -> str:  # noqa: N802 - as QgsMapLayer
+        return "gdal"
+
+
+def _raster_file_value(parameters, name: str, context) -> str | None:
+    """The parameter's value when it is a file path/URI not already open as a layer (in the
+    project or the context), else None."""
+    value = parameters.get(name)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if QgsProcessingUtils.mapLayerFromString(value, context, False, QgsProcessingUtils.LayerHint.Raster) is not None:
+        return None
+    return value
+
+
+def raster_paths_unloaded(parameters, name: str, context) -> dict:
+    """The parameters for Processing's own checks, with a raster file path wrapped so that the
+    check does not load it as a layer (see :class:`RasterFile`); the run opens it as a RasterFile."""
+    value = _raster_file_value(parameters, name, context)
+    return parameters if value is None else {**parameters, name: QgsProperty.fromValue(value)}
+
+
+def raster_input(algorithm, parameters, name: str, context):
+    """The input raster: a layer already open in QGIS, or the file through :class:`RasterFile`."""
+    value = _raster_file_value(parameters, name, context)
+    if value is None:
+        layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(algorithm.invalidRasterError(parameters, name))
+        return layer
+    provider = QgsProviderRegistry.instance().createProvider("gdal", value, QgsDataProvider.ProviderOptions())
+    if provider is None or not provider.isValid():
+        raise QgsProcessingException(algorithm.invalidRasterError(parameters, name))
+    raster = RasterFile(value, provider.crs())
+    del provider
+    return raster
 
 
 def optional_args(pairs: list[tuple[str, object]]) -> list[str]:

@@ -12,7 +12,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
-from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
+from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
+                          raster_input, raster_paths_unloaded, run_core, scratch_folder)
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
 
@@ -105,14 +106,18 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
+        layer = raster_input(self, parameters, self.INPUT, context)  # a file path: no .aux.xml beside it
         if layer.providerType() != "gdal":
             raise QgsProcessingException(self.tr(
                 f"Layer '{layer.name()}' is not a file raster (provider {layer.providerType()}); "
                 "save it as GeoTIFF (Export ▸ Save As…) and use that file."))
         truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
+        truth_layer = self.parameterAsVectorLayer(parameters, self.GROUND_TRUTH, context)
+        check_outputs_are_not_inputs(
+            [("footprints output", destination_path(parameters, self.OUTPUT, context))],
+            [("input raster", layer.source(), "raster"),
+             ("model file", self.parameterAsFile(parameters, self.MODEL, context) or default_model_setting(), "file"),
+             ("ground truth", truth_layer.source() if truth_layer is not None else None, "vector")])
         self._layer_name = self.tr(f"Building footprints ({layer.name()})")
         with scratch_folder() as scratch:
             footprints = scratch / "footprints.gpkg"
@@ -121,7 +126,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                 truth = export_source(truth_source, scratch / "truth.gpkg", layer.crs(), context, feedback)
                 arguments += ["--truth", str(truth)]
             result = run_core(arguments, feedback, scratch)
-            dest_id = copy_into_sink(self, parameters, self.OUTPUT, context, footprints, layer.crs(), feedback)
+            dest_id = copy_into_sink(self, parameters, self.OUTPUT, context, footprints, layer.crs(), feedback,
+                                     layer_name="footprints")
         outputs = {self.OUTPUT: dest_id, self.BUILDING_COUNT: result["buildings"]}
         if truth_source is not None:
             outputs.update({name: result[name.lower()] for name in SCORE_OUTPUTS})
@@ -147,6 +153,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--rotate-180", CLI_CHOICES[self.parameterAsEnum(parameters, self.ROTATE_180, context)]),
             ("--flip-average", CLI_CHOICES[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)]),
         ])
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        """Processing's own checks, without loading a raster file as a layer (no .aux.xml)."""
+        return super().checkParameterValues(raster_paths_unloaded(parameters, self.INPUT, context), context)
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
         dest_id = getattr(self, "_dest_id", None)

@@ -10,7 +10,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 from ..defaults import SCORING_VARIANTS as VARIANTS
 from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
-from .core_bridge import copy_into_sink, export_source, optional_args, run_core, scratch_folder
+from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
+                          run_core, scratch_folder)
 from .styling import QmlStyle
 
 
@@ -85,6 +86,13 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
             raise QgsProcessingException(self.tr("Give an image id field for both layers, or for neither."))
         crs = truth_source.sourceCrs() if truth_source.sourceCrs().isValid() else proposal_source.sourceCrs()
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        layers = {name: self.parameterAsVectorLayer(parameters, name, context) for name in (self.TRUTH, self.PROPOSALS)}
+        check_outputs_are_not_inputs(
+            [("scored proposals output", destination_path(parameters, self.OUTPUT_PROPOSALS, context)),
+             ("missed buildings output", destination_path(parameters, self.OUTPUT_MISSED, context)),
+             ("score report", html_path or None)],
+            [(label, layers[name].source() if layers[name] is not None else None, "vector")
+             for name, label in ((self.TRUTH, "ground truth"), (self.PROPOSALS, "proposals"))])
         variant = VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)]
         with scratch_folder() as scratch:
             # Both layers go in the ground truth's CRS; the worker measures in it, or in the local
@@ -110,9 +118,11 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
                                           "is geographic."))
             outputs = {name: report[name.lower()] for name in self.NUMBERS}
             outputs[self.OUTPUT_PROPOSALS] = copy_into_sink(self, parameters, self.OUTPUT_PROPOSALS, context, scored,
-                                                            measured_crs, feedback, QgsWkbTypes.MultiPolygon)
+                                                            measured_crs, feedback, QgsWkbTypes.MultiPolygon,
+                                                            layer_name="scored_proposals")
             outputs[self.OUTPUT_MISSED] = copy_into_sink(self, parameters, self.OUTPUT_MISSED, context, missed,
-                                                         measured_crs, feedback, QgsWkbTypes.MultiPolygon)
+                                                         measured_crs, feedback, QgsWkbTypes.MultiPolygon,
+                                                         layer_name="missed_buildings")
         if html_path:
             outputs[self.OUTPUT_HTML] = html_path
         feedback.pushInfo(self.tr(f"{variant}: TP {report['tp']}, FP {report['fp']}, FN {report['fn']}, precision "

@@ -13,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 
 from ..defaults import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
-from .core_bridge import export_source, optional_args, run_core, scratch_folder
+from .core_bridge import check_outputs_are_not_inputs, export_source, optional_args, run_core, scratch_folder
 from ..worker.environment import plugin_data_dir
 from .settings import DEVICES, default_device_setting, profile_dir
 
@@ -195,6 +195,12 @@ class TrainModelAlgorithm(Sn6Algorithm):
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not output:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT_MODEL))
+        labels = self.parameterAsLayerList(parameters, self.LABELS, context)
+        check_outputs_are_not_inputs(
+            [("output model", output)],
+            [("SAR raster", raster.source(), "raster") for raster in rasters]
+            + [("footprint layer", layer.source(), "vector") for layer in labels]
+            + [("initial model", self.parameterAsFile(parameters, self.INITIAL_MODEL, context) or None, "file")])
         resume_file = self._resume_file(output, self.parameterAsBoolean(parameters, self.RESUME_BESIDE_OUTPUT, context))
         feedback.pushInfo(self.tr(f"Resume state: {resume_file}"))
         with scratch_folder() as scratch:
