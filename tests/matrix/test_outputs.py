@@ -7,6 +7,7 @@ under ``RLIMIT_FSIZE`` (SIGXFSZ ignored, so writes fail with EFBIG; runs as any 
 way) and a small tmpfs (ENOSPC; needs mount rights, else skipped)."""
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -345,3 +346,34 @@ def test_no_aux_xml_beside_the_input_after_cli_and_processing(cli, run_alg, scen
     gc.collect()  # Processing's context and its layers are gone: GDAL would have written .aux.xml by now
     assert not Path(f"{scene}.aux.xml").exists()
     assert_untouched(snap)  # the input folder's listing too
+
+
+# --- the other algorithms and qgis_process ------------------------------------------------------
+
+def test_processing_score_refuses_an_output_that_is_the_truth(run_alg, truth, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    snap = take_snapshot([truth, tmp_path])
+    with pytest.raises(QgsProcessingException, match="scored proposals output .* would overwrite the ground truth"):
+        run_alg("score_footprints", {"TRUTH": str(truth), "PROPOSALS": str(truth), "OUTPUT_PROPOSALS": str(truth),
+                                     "OUTPUT_MISSED": str(tmp_path / "missed.gpkg")})
+    assert_untouched(snap)
+
+
+@pytest.fixture(scope="module")
+def plugins_dir(tmp_path_factory):
+    """The plugin as `make install-plugin` lays it out, for scripts/qgis_process.sh."""
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True, capture_output=True)
+    return build / "plugins"
+
+
+def test_qgis_process_disk_full_exits_non_zero_and_leaves_no_file(plugins_dir, scene, model, tmp_path):
+    with tmpfs(tmp_path / "full", size="64k") as folder:
+        completed = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints", "--",
+             f"INPUT={scene}", f"MODEL={model}", f"OUTPUT={folder / 'fp.gpkg'}", "TILE_SIZE=64", "OVERLAP=0"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(plugins_dir)})
+        assert completed.returncode != 0, completed.stdout
+        assert "No space left on device while writing" in completed.stdout + completed.stderr
+        assert list(folder.iterdir()) == []
