@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import CliError, finish
+from . import finish
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
 
@@ -13,9 +13,12 @@ def add_parser(subparsers) -> None:
                               description="Run the model tile by tile over a SAR raster and write "
                                           "one polygon per building (GeoPackage/GeoJSON/Shapefile by extension).")
     p.add_argument("raster", help="SAR raster (the model's bands, e.g. 4 bands HH, HV, VH, VV)")
-    p.add_argument("output", help="output vector file (.gpkg, .geojson, .shp); must not be the input")
+    p.add_argument("output", help="output vector file (.gpkg, .geojson, .json, .shp, .fgb); not an input "
+                                    "nor one of its sidecar files")
     p.add_argument("--model", help="checkpoint (default: the bundled model)")
-    p.add_argument("--truth", help="ground-truth footprints (any OGR format, any CRS) to score against")
+    p.add_argument("--truth", help="ground-truth footprint polygons to score against: any OGR format and CRS, or a "
+                                   "SpaceNet CSV in pixel coordinates (ImageId, BuildingId, PolygonWKT_Pix), placed "
+                                   "with the raster's geotransform")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--tile-size", type=int, default=512, help="px, multiple of 32 (default 512)")
     p.add_argument("--overlap", type=int, default=64, help="px (default 64)")
@@ -35,12 +38,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..core.validation import validate_extraction
+
+    # Every check before the model loads or anything is written; the truth is read now too.
+    plan = validate_extraction(
+        args.raster, args.output, model=args.model, truth=args.truth, threshold=args.threshold,
+        min_area_m2=args.min_area, simplify=args.simplify, tile_size_px=args.tile_size, overlap_px=args.overlap,
+        batch_size=args.batch_size, feedback=args.feedback)
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
     from ..core.inference import TilingOptions
-    from ..core.vector_io import read_footprints, write_footprints
+    from ..core.truth import read_extraction_truth, scored_truth_message
+    from ..core.vector_io import write_footprints
 
-    if Path(args.output).resolve() == Path(args.raster).resolve():
-        raise CliError("the output path is the input raster; choose another output file")
+    truth = (read_extraction_truth(args.truth, plan.raster_info, Path(args.raster).name, args.feedback)
+             if args.truth else None)
     options = ExtractionOptions(
         model_path=args.model, device=args.device,
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
@@ -51,8 +62,8 @@ def run(args) -> int:
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
     if args.truth:
-        truth = read_footprints(args.truth, target_crs=result.crs_wkt)
         report = score_extraction(result, truth.geometries)
+        args.feedback.info(scored_truth_message(report, result.settings.min_area_m2))
         summary.update(tp=report.tp, fp=report.fp, fn=report.fn, precision=report.precision,
                        recall=report.recall, f1=report.f1)
     text = f"{summary['buildings']} buildings -> {args.output} ({summary['seconds']['total']:.1f} s on {result.device})"

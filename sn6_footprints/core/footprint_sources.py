@@ -19,6 +19,7 @@ import shapely
 
 from . import vector_io
 from .feedback import Feedback
+from .truth import check_polygons, read_polygon_layer, report_repairs
 
 CSV_IMAGE_COLUMN = "ImageId"
 CSV_ID_COLUMNS = ("BuildingId", "TileBuildingId")  # SN2-5 and SN6 truth files respectively
@@ -39,6 +40,8 @@ class FootprintSource:
     confidence: list[float] | None = None
     crs_wkt: str | None = None
     pixel_space: bool = False
+    repaired: int = 0   # invalid polygons made valid on reading (vector layers)
+    emptied: int = 0    # of those, the ones with no area left (now None)
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -93,6 +96,7 @@ def read_spacenet_csv(path: str | os.PathLike) -> FootprintSource:
                 raise ValueError(f"{path}, line {line}: unreadable {wkt_column} {wkt[:60]!r}: {exc}") from None
         raise
     geometries = shapely.force_2d(geometries)
+    check_polygons(geometries, path.name, hint=" (PolygonWKT_Pix must hold polygons in pixel coordinates)")
     confidence = None
     if confidence_column is not None:
         confidence = []
@@ -108,7 +112,7 @@ def read_spacenet_csv(path: str | os.PathLike) -> FootprintSource:
         image_ids=[row[image_column] for row in rows], confidence=confidence, pixel_space=True)
 
 
-def _field(table: vector_io.FootprintTable, name: str, path: Path) -> list:
+def _field(table, name: str, path: Path) -> list:
     if name in table.attributes:
         return table.attributes[name]
     for existing in table.attributes:
@@ -121,9 +125,10 @@ def read_vector_source(path: str | os.PathLike, *, image_field: str | None = Non
                        id_field: str | None = None, confidence_field: str | None = None,
                        guess_confidence: bool = False) -> FootprintSource:
     """One OGR layer in its own CRS. ``guess_confidence`` takes a field named ``confidence``
-    or ``conf`` (any case) when ``confidence_field`` is not given."""
+    or ``conf`` (any case) when ``confidence_field`` is not given. Only polygon layers are
+    accepted; invalid polygons are repaired with ``make_valid`` (:mod:`.truth`)."""
     path = Path(path)
-    table = vector_io.read_footprints(path)
+    table = read_polygon_layer(path)
     if confidence_field is None and guess_confidence:
         lower = {name.lower(): name for name in table.attributes}
         confidence_field = next((lower[n] for n in CONFIDENCE_FIELD_NAMES if n in lower), None)
@@ -134,7 +139,12 @@ def read_vector_source(path: str | os.PathLike, *, image_field: str | None = Non
         path=path, geometries=list(table.geometries),
         feature_ids=list(_field(table, id_field, path)) if id_field else list(range(len(table))),
         image_ids=list(_field(table, image_field, path)) if image_field else None,
-        confidence=confidence, crs_wkt=table.crs_wkt)
+        confidence=confidence, crs_wkt=table.crs_wkt, repaired=table.repaired, emptied=table.emptied)
+
+
+def _warn_if_empty(truth: FootprintSource, feedback: Feedback) -> None:
+    if not any(g is not None and not g.is_empty for g in truth.geometries):
+        feedback.warning("the ground truth has no polygons: every proposal is a false positive")
 
 
 def _moved(geometries: list, source_crs, target_crs) -> list:
@@ -164,7 +174,9 @@ def load_for_scoring(truth_path: str | os.PathLike, proposals_path: str | os.Pat
         if image_field or truth_id_field or proposal_id_field or confidence_field:
             feedback.warning("field options apply to vector layers; SpaceNet CSVs use ImageId, "
                              "BuildingId and Confidence")
-        return read_spacenet_csv(truth_path), read_spacenet_csv(proposals_path), None
+        truth, proposals = read_spacenet_csv(truth_path), read_spacenet_csv(proposals_path)
+        _warn_if_empty(truth, feedback)
+        return truth, proposals, None
     if any(csv_sides):
         raise ValueError("truth and proposals must both be SpaceNet CSVs (pixel space) or both "
                          "vector layers (georeferenced); got one of each")
@@ -172,6 +184,9 @@ def load_for_scoring(truth_path: str | os.PathLike, proposals_path: str | os.Pat
     truth = read_vector_source(truth_path, image_field=image_field, id_field=truth_id_field)
     proposals = read_vector_source(proposals_path, image_field=image_field, id_field=proposal_id_field,
                                    confidence_field=confidence_field, guess_confidence=True)
+    report_repairs(truth, "ground-truth", feedback)
+    report_repairs(proposals, "proposal", feedback)
+    _warn_if_empty(truth, feedback)
     if truth.crs_wkt is None and proposals.crs_wkt is None:
         feedback.warning("neither layer has a CRS: areas are measured in the layers' own units")
         return truth, proposals, None

@@ -42,7 +42,7 @@ from .model import INPUT_MULTIPLE_PX, UNet11
 from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction,
                              read_window)
 from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
-from .vector_io import FootprintTable, read_footprints
+from .vector_io import FootprintTable
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
 
@@ -174,25 +174,39 @@ def pixel_polygon(window: Window, transform) -> shapely.Polygon:
     return shapely.Polygon([transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
 
 
-def load_footprints(source: LabelSource, crs_wkt: str | None) -> list:
-    """Valid polygons of a label source in the raster's CRS (None and empty dropped)."""
-    if isinstance(source, FootprintTable):
-        table = source
-        if crs_wkt and table.crs_wkt:
-            from .vector_io import reproject
-            table = FootprintTable(reproject([g for g in table.geometries if g is not None],
-                                             table.crs_wkt, crs_wkt), {}, crs_wkt)
-    else:
-        table = read_footprints(source, target_crs=crs_wkt)
-    footprints = []
-    for geometry in table.geometries:
-        if geometry is None or geometry.is_empty:
-            continue
-        if not geometry.is_valid:
-            geometry = geometry.buffer(0)
-        if geometry.geom_type in ("Polygon", "MultiPolygon") and not geometry.is_empty:
-            footprints.append(geometry)
-    return footprints
+def load_footprints(source: LabelSource, info: RasterInfo, raster_name: str = "the raster",
+                    feedback: Feedback | None = None) -> list:
+    """The label polygons of one raster in its CRS, read as every path reads ground truth
+    (:mod:`.truth`): polygon layers only (any CRS), or a SpaceNet pixel CSV placed with the
+    raster's geotransform; invalid polygons repaired with ``make_valid`` and counted in the log."""
+    from .truth import PolygonLayer, check_polygons, read_raster_truth, repair_polygons, report_repairs
+
+    feedback = feedback or Feedback()
+    if not isinstance(source, FootprintTable):
+        return read_raster_truth(source, info, raster_name, what="label", feedback=feedback).geometries
+    check_polygons(source.geometries, "the label layer")
+    geometries = source.geometries
+    if info.crs_wkt and source.crs_wkt:
+        from .vector_io import reproject
+        geometries = reproject([g for g in geometries if g is not None], source.crs_wkt, info.crs_wkt)
+    geometries, repaired, emptied = repair_polygons(geometries)
+    report_repairs(PolygonLayer(Path("label layer"), geometries, repaired=repaired, emptied=emptied), "label", feedback)
+    return [g for g in geometries if g is not None and not g.is_empty]
+
+
+def _refuse_empty_labels(regions: list, labels: Sequence) -> None:
+    """No footprint on any raster: refused before training (the model would learn that there are
+    no buildings); one raster without footprints among others is a plain negative example."""
+    from .truth import TruthError
+
+    on_raster = [sum(1 for g in shapely.intersects(
+        pixel_polygon(Window(0, 0, r.info.width, r.info.height), r.info.transform), r.footprints).tolist() if g)
+        if r.footprints else 0 for r in regions]
+    if sum(on_raster) == 0:
+        named = ", ".join(f"{_name(label)}: {len(r.footprints)} polygon(s), {n} on {Path(str(r.path)).name}"
+                          for label, r, n in zip(labels, regions, on_raster))
+        raise TruthError(f"No label polygons lie on the training raster(s) ({named}): choose the building "
+                         "footprint polygons of these rasters (in any CRS) before training")
 
 
 def _name(source) -> str:
@@ -385,10 +399,11 @@ class TrainingData:
             if look not in (model_look, OPPOSITE_LOOK[model_look]):
                 raise ValueError(f"{name} looks {look} but the model looks {model_look}: a perpendicular look "
                                  "direction cannot be matched by rotating 180°. Train such scenes separately.")
-            footprints = load_footprints(label_source, info.crs_wkt)
+            footprints = load_footprints(label_source, info, name, feedback)
             regions.append(SceneRegion(dataset, path, footprints, split_row, look != model_look,
                                        options.label_min_area_m2, options.label_erosion_m or 0.0,
                                        options.contact_weight))
+        _refuse_empty_labels(regions, labels)
         bands = {r.info.bands for r in regions}
         if len(bands) > 1:
             raise RasterError("The rasters have different band counts (" + ", ".join(

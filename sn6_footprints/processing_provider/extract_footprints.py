@@ -16,6 +16,7 @@ from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destinat
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
+from .truth_inputs import SPACENET_CSV, UncheckedSource, check_polygon_source, export_path, source_label, spacenet_csv
 
 ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)",
                     "Yes (south-looking scene for a north-looking model)", "No")
@@ -26,7 +27,7 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 
 <b>SAR raster</b>: the bands the model expects, in order (SN6: 4 bands HH, HV, VH, VV on the SpaceNet 6 SAR-Intensity scale; nodata and NaN pixels never become buildings). It must have a CRS.
 <b>Model file</b>: a UNet11 checkpoint (.pt/.pth/.model): the SpaceNet 6 baseline weights, or one written by 'Train footprint model'. Empty: the default model set in Processing ▸ Options ▸ Providers ▸ SN6 Footprints, else the bundled model (a small model trained on simulated SAR). Its metadata gives the defaults below; a bare SN6 baseline file uses the SN6 settings.
-<b>Ground-truth footprints</b> (optional): polygons in any CRS (reprojected). The run then reports TP, FP, FN, precision, recall and F1 (SpaceNet rule: IoU &gt; 0.5, greedy by confidence, buildings under the minimum area ignored) as outputs; without ground truth these six outputs are left out of the results.
+<b>Ground-truth footprints</b> (optional): polygons in any CRS (reprojected; invalid ones repaired with make_valid and counted in the log), or a SpaceNet CSV in pixel coordinates (ImageId, BuildingId, PolygonWKT_Pix), placed with the raster's geotransform; points, lines and tables without geometry are refused. The run then reports TP, FP, FN, precision, recall and F1 (SpaceNet rule: IoU &gt; 0.5, greedy by confidence, buildings under the minimum area ignored) as outputs; without ground truth these six outputs are left out of the results.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default: the provider's setting (auto).
 <b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.6).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
@@ -118,12 +119,21 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             [("input raster", layer.source(), "raster"),
              ("model file", self.parameterAsFile(parameters, self.MODEL, context) or default_model_setting(), "file"),
              ("ground truth", truth_layer.source() if truth_layer is not None else None, "vector")])
+        truth_csv = truth_label = None
+        if truth_source is not None:  # checked before anything is exported
+            truth_label = source_label(parameters, self.GROUND_TRUTH, truth_source.sourceName())
+            truth_csv = spacenet_csv(self, parameters, self.GROUND_TRUTH, context, truth_source)
+            if truth_csv is None:
+                check_polygon_source(truth_source, truth_label, f" (or {SPACENET_CSV})")
         self._layer_name = self.tr(f"Building footprints ({layer.name()})")
         with scratch_folder() as scratch:
             footprints = scratch / "footprints.gpkg"
             arguments = ["extract", layer.source().split("|")[0], str(footprints), *self._options(parameters, context)]
-            if truth_source is not None:
-                truth = export_source(truth_source, scratch / "truth.gpkg", layer.crs(), context, feedback)
+            if truth_csv is not None:  # pixel coordinates: the worker places them with the raster's geotransform
+                arguments += ["--truth", truth_csv]
+            elif truth_source is not None:  # invalid polygons too: the worker repairs and counts them
+                truth = export_source(UncheckedSource(truth_source), export_path(scratch, "truth", truth_label),
+                                      layer.crs(), context, feedback)
                 arguments += ["--truth", str(truth)]
             result = run_core(arguments, feedback, scratch)
             dest_id = copy_into_sink(self, parameters, self.OUTPUT, context, footprints, layer.crs(), feedback,

@@ -13,6 +13,10 @@ from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           run_core, scratch_folder)
 from .styling import QmlStyle
+from .truth_inputs import UncheckedSource, check_polygon_source, export_path, source_label
+
+CSV_HINT = (" (SpaceNet CSVs in pixel coordinates: score two of them with 'python -m sn6_footprints score "
+            "truth.csv proposals.csv', or give the truth CSV to the extraction algorithm)")
 
 
 HELP = """Scores predicted building footprints against ground truth with the SpaceNet F1 metric: proposals in descending confidence each take the unmatched ground-truth polygon of highest IoU; IoU above the threshold is a true positive.
@@ -79,6 +83,10 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, self.TRUTH))
         if proposal_source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.PROPOSALS))
+        labels = {name: source_label(parameters, name, source.sourceName())
+                  for source, name in ((truth_source, self.TRUTH), (proposal_source, self.PROPOSALS))}
+        check_polygon_source(truth_source, labels[self.TRUTH], CSV_HINT)  # before any export
+        check_polygon_source(proposal_source, labels[self.PROPOSALS], CSV_HINT)
         confidence_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context)
         truth_image_field = self.parameterAsString(parameters, self.TRUTH_IMAGE_FIELD, context)
         proposal_image_field = self.parameterAsString(parameters, self.PROPOSAL_IMAGE_FIELD, context)
@@ -97,9 +105,12 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
         with scratch_folder() as scratch:
             # Both layers go in the ground truth's CRS; the worker measures in it, or in the local
             # UTM zone when it is geographic, and writes its layers in that CRS.
-            truth = export_source(truth_source, scratch / "truth.gpkg", crs, context, feedback,
+            truth = export_source(UncheckedSource(truth_source), export_path(scratch, "truth", labels[self.TRUTH]),
+                                  crs, context, feedback,
                                   {"image_id": truth_image_field})
-            proposals = export_source(proposal_source, scratch / "proposals.gpkg", crs, context, feedback,
+            proposals = export_source(UncheckedSource(proposal_source),
+                                      export_path(scratch, "proposals", labels[self.PROPOSALS]), crs, context,
+                                      feedback,
                                       {"confidence": confidence_field, "image_id": proposal_image_field})
             scored, missed = scratch / "scored.gpkg", scratch / "missed.gpkg"
             arguments = ["score", str(truth), str(proposals), "--truth-id-field", "source_fid",

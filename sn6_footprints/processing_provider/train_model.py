@@ -9,13 +9,14 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
-                       QgsVectorLayer, QgsWkbTypes)
+                       QgsVectorLayer)
 
 from ..defaults import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import check_outputs_are_not_inputs, export_source, optional_args, run_core, scratch_folder
 from ..worker.environment import plugin_data_dir
 from .settings import DEVICES, default_device_setting, profile_dir
+from .truth_inputs import check_label_layers, export_path
 
 CANCELLED = ("Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
              "one was written); run again with Resume to continue.")
@@ -171,12 +172,15 @@ class TrainModelAlgorithm(Sn6Algorithm):
             raise QgsProcessingException(self.tr(
                 f"{len(rasters)} raster(s) but {len(layers)} footprint layer(s): choose one footprint layer per "
                 "raster, in the same order."))
+        for layer in layers:
+            if not isinstance(layer, QgsVectorLayer):
+                raise QgsProcessingException(self.tr(f"Layer '{layer.name()}' is not a polygon layer: choose the "
+                                                     "building footprint polygons."))
+        check_label_layers(layers)  # points, lines, all empty: refused before anything is exported
         paths = []
         for i, (layer, raster) in enumerate(zip(layers, rasters)):
-            if not isinstance(layer, QgsVectorLayer) or layer.geometryType() != QgsWkbTypes.PolygonGeometry:
-                raise QgsProcessingException(self.tr(
-                    f"Layer '{layer.name()}' is not a polygon layer; footprints must be polygons."))
-            paths.append(export_source(layer, scratch / f"labels_{i}.gpkg", raster.crs(), context, feedback))
+            paths.append(export_source(layer, export_path(scratch, f"labels_{i}", layer.name()), raster.crs(), context,
+                                       feedback))
             feedback.pushInfo(self.tr(f"{layer.name()}: {layer.featureCount()} footprint(s) for {raster.name()}"))
         return paths
 
