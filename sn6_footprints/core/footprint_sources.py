@@ -6,6 +6,12 @@ empty geometry because it registers its image (an image with no buildings). Vect
 are georeferenced: :func:`load_for_scoring` brings both sides into one CRS measured in
 metres (the truth's CRS when projected, else the UTM zone at its centre), so areas are m²
 and IoUs are not distorted by degrees.
+
+Both kinds must hold polygons (:mod:`.truth` refuses points, lines and mixed layers). Vector
+layers are repaired on reading with ``make_valid``, as extraction's truth and training's
+labels are, and the repairs are counted in the log; SpaceNet CSVs keep the published
+scorers' own rule for invalid polygons (the variant's ``buffer(0)`` or IoU 0), so their
+reference numbers hold.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ CSV_HINT = (" (SpaceNet CSVs in pixel coordinates: score two of them with 'pytho
 
 HELP = """Scores predicted building footprints against ground truth with the SpaceNet F1 metric: proposals in descending confidence each take the unmatched ground-truth polygon of highest IoU; IoU above the threshold is a true positive.
 
-<b>Ground truth</b> and <b>Proposals</b>: polygon layers in any CRS. Both are measured in the ground truth's CRS, or, when that is geographic, in the local UTM zone (metres).
+<b>Ground truth</b> and <b>Proposals</b>: polygon layers in any CRS (points, lines and tables are refused; invalid polygons are repaired with make_valid and counted in the log). Both are measured in the ground truth's CRS, or, when that is geographic, in the local UTM zone (metres).
 <b>Variant</b>: sn6 (the official SpaceNet 6 scorer, default) or solaris (solaris's evaluator: proposals strictly above the minimum area, invalid proposals repaired).
 <b>Minimum area</b>: m²; smaller polygons are not scored. Default 20 m² (80 px at 0.5 m).
 <b>IoU threshold</b>: a match needs IoU strictly above it. Default 0.5.

@@ -430,3 +430,11 @@ def test_qgis_process_refuses_point_truth_and_scores_repaired_bowties(installed_
     assert (results["TP"], results["FP"], results["FN"]) == (2, 0, 1)
     assert math.isclose(results["F1"], 0.8)
     assert "repaired 3 invalid ground-truth polygon(s)" in scored.stdout + scored.stderr
+
+
+def test_cli_score_refuses_a_spacenet_csv_of_points(cli, tmp_path):
+    truth = spacenet_csv(tmp_path / "truth.csv", [("img", i + 1, g) for i, g in enumerate(pixel_boxes())])
+    points = spacenet_csv(tmp_path / "points.csv", [("img", i + 1, g.centroid) for i, g in enumerate(pixel_boxes())])
+    code, _, stderr = cli("score", truth, points)
+    assert code == 2
+    assert f"points.csv holds points, {FIX} (PolygonWKT_Pix must hold polygons in pixel coordinates)" in stderr
