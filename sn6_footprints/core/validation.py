@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .feedback import Feedback
-from .model import INPUT_MULTIPLE_PX
+
+# Multiple the UNet's input must have (five 2x poolings; core.model.INPUT_MULTIPLE_PX, which
+# imports torch: a refusal should not wait for that import).
+INPUT_MULTIPLE_PX = 32
 
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 MODEL_EXTENSIONS = (".pt", ".pth", ".model")
@@ -271,22 +274,23 @@ class ExtractionPlan:
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
                         simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4,
                         feedback: Feedback | None = None) -> ExtractionPlan:
-    """Everything ``extract`` needs, checked before the model loads."""
+    """Everything ``extract`` needs, checked before the model loads (the checks that need
+    torch, of the model file, last)."""
     from dataclasses import replace
-
-    from .extract import check_raster as check_raster_for_model
 
     check_threshold(threshold)
     check_range("Minimum building area", min_area_m2, at_least=0, hint="m², e.g. 20")
     check_range("Simplification tolerance", simplify, at_least=0, hint="map units, 0 keeps the pixel outline")
     check_tiling(tile_size_px, overlap_px, batch_size, feedback)
     info = check_raster(raster)
-    settings = check_model(model)
     if truth is not None and str(truth) != "":
         check_vector_input(truth, "ground-truth file")
     if output is not None:
         check_output(output, "output", VECTOR_EXTENSIONS,
                      {"input raster": raster, "ground-truth file": truth, "model file": model})
+    settings = check_model(model)
+    from .extract import check_raster as check_raster_for_model
+
     check_raster_for_model(info, settings, raster)
     if threshold is not None:
         settings = replace(settings, threshold=float(threshold))

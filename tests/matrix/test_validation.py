@@ -1,0 +1,441 @@
+"""Bad-input matrix, validation (issue 11 items 5, 6, 8, 10): every refusal comes from the one
+validation step before any heavy work, through the real CLI in a subprocess and through
+``processing.run`` (the worker), as one line that names the problem and the fix; nothing is
+written and no input changes.
+
+"Before the model loads" is observed through the log: the extraction logs its ``Model: UNet11
+...`` line right after loading the model and before the first tile, so a refusal that came
+later would show it (the positive controls below prove that the line is there on a valid run).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
+from tests.matrix.conftest import BOXES, FAST, FAST_PARAMS, REPO_ROOT, SCENE_SIZE, assert_untouched, take_snapshot
+
+MODEL_LINE = "Model: UNet11"
+UNSAFE_ADVICE = "weights_only"
+
+
+# ---------------------------------------------------------------- bad inputs, made on demand
+
+def make(name: str, folder: Path, scene: Path) -> Path:
+    """One bad input by name, written into ``folder``."""
+    path = folder / name
+    if name == "truncated.tif":
+        data = scene.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif name == "text.tif":
+        path.write_text("this is not a raster\n")
+    elif name == "two_bands.tif":
+        write_raster(path, boxes_scene(SCENE_SIZE, SCENE_SIZE, BOXES, bands=2))
+    elif name == "no_crs.tif":
+        write_raster(path, boxes_scene(SCENE_SIZE, SCENE_SIZE, BOXES), crs=None)
+    elif name == "random.pt":
+        path.write_bytes(bytes(range(256)) * 20)  # starts with 0x00: neither zip nor pickle
+    elif name == "random_pickle.pt":
+        path.write_bytes(b"\x80\x02" + bytes((i * 37) % 251 for i in range(4000)))
+    elif name == "truncated.pt":
+        whole = save_threshold_model(folder / "whole.pt")
+        data = whole.read_bytes()
+        whole.unlink()
+        path.write_bytes(data[: len(data) // 2])
+    elif name == "zero_std.pt":
+        save_threshold_model(path, std=(0.0,) * 4)
+    elif name == "nan_mean.pt":
+        save_threshold_model(path, mean=(math.nan,) * 4)
+    elif name == "threshold_1.5.pt":
+        save_threshold_model(path, threshold=1.5)
+    elif name == "pixel_0.pt":
+        save_threshold_model(path, pixel_size_m=0.0)
+    elif name == "a_folder":
+        path.mkdir()
+    elif name == "link_to_truth.gpkg":
+        path.symlink_to(folder / "truth.gpkg")
+    elif name == "hardlink_to_truth.gpkg":
+        os.link(folder / "truth.gpkg", path)
+    else:
+        raise AssertionError(f"no recipe for {name}")
+    return path
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder that refuses new files, also to root (a read-only sysfs; else chmod 555)."""
+    if os.geteuid() == 0:
+        folder = Path("/sys")
+    else:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    try:
+        (folder / ".probe").touch()
+    except OSError:
+        return folder
+    (folder / ".probe").unlink()
+    pytest.skip(f"{folder} is writable here")
+
+
+# ---------------------------------------------------------------- CLI cases
+
+# (id, argv template, the message fragment). In templates: {scene} {truth} {model} {out} {dir}
+# name files of the test folder, {make:NAME} a bad input made by make(), {ro} a read-only folder.
+EXTRACT = ["extract", "{scene}", "{out}", "--model", "{model}", *FAST]
+CLI_CASES = [
+    ("threshold-negative", EXTRACT + ["--threshold", "-1"],
+     "Probability threshold -1.0 must be a finite number above 0 and below 1"),
+    ("threshold-2", EXTRACT + ["--threshold", "2"], "Probability threshold 2.0 must be"),
+    ("threshold-nan", EXTRACT + ["--threshold", "nan"], "Probability threshold nan must be"),
+    ("threshold-inf", EXTRACT + ["--threshold", "inf"], "Probability threshold inf must be"),
+    ("threshold-0", EXTRACT + ["--threshold", "0"], "Probability threshold 0.0 must be"),
+    ("simplify-negative", EXTRACT + ["--simplify", "-0.5"],
+     "Simplification tolerance -0.5 must be a finite number at least 0"),
+    ("simplify-nan", EXTRACT + ["--simplify", "nan"], "Simplification tolerance nan"),
+    ("min-area-negative", EXTRACT + ["--min-area", "-5"],
+     "Minimum building area -5.0 must be a finite number at least 0"),
+    ("min-area-inf", EXTRACT + ["--min-area", "inf"], "Minimum building area inf"),
+    ("tile-500", EXTRACT + ["--tile-size", "500"],
+     "Tile size 500 px must be a multiple of 32 and at least 64; use 512"),
+    ("tile-32", EXTRACT + ["--tile-size", "32"], "at least 64; use 64"),
+    ("overlap-negative", EXTRACT + ["--overlap", "-1"], "Tile overlap -1 px must be 0 or more"),
+    ("batch-0", EXTRACT + ["--batch-size", "0"], "Batch size 0 must be at least 1"),
+    ("raster-missing", ["extract", "{dir}/nope.tif", "{out}", "--model", "{model}"], "The input raster was not found"),
+    ("raster-folder", ["extract", "{make:a_folder}", "{out}", "--model", "{model}"], "is a folder, not a file"),
+    ("raster-truncated", ["extract", "{make:truncated.tif}", "{out}", "--model", "{model}"],
+     "truncated.tif is not a readable raster"),
+    ("raster-not-a-raster", ["extract", "{make:text.tif}", "{out}", "--model", "{model}"],
+     "text.tif is not a readable raster"),
+    ("raster-two-bands", ["extract", "{make:two_bands.tif}", "{out}", "--model", "{model}"],
+     "has 2 band(s) but the model expects 4"),
+    ("raster-no-crs", ["extract", "{make:no_crs.tif}", "{out}", "--model", "{model}"],
+     "no coordinate reference system"),
+    ("model-missing", ["extract", "{scene}", "{out}", "--model", "{dir}/nope.pt"], "Model file not found"),
+    ("model-folder", ["extract", "{scene}", "{out}", "--model", "{make:a_folder}"], "is a folder, not a checkpoint"),
+    ("model-random-bytes", ["extract", "{scene}", "{out}", "--model", "{make:random.pt}"],
+     "random.pt could not be read as a PyTorch checkpoint"),
+    ("model-random-pickle", ["extract", "{scene}", "{out}", "--model", "{make:random_pickle.pt}"],
+     "random_pickle.pt is not a plain weights file"),
+    ("model-truncated", ["extract", "{scene}", "{out}", "--model", "{make:truncated.pt}"], "Is the file complete?"),
+    ("model-zero-std", ["extract", "{scene}", "{out}", "--model", "{make:zero_std.pt}"],
+     "the normalisation std of band HH is 0.0; it must be above 0"),
+    ("model-nan-mean", ["extract", "{scene}", "{out}", "--model", "{make:nan_mean.pt}"],
+     "the normalisation mean of band HH is nan"),
+    ("model-threshold-1.5", ["extract", "{scene}", "{out}", "--model", "{make:threshold_1.5.pt}"],
+     "threshold 1.5 must be above 0 and below 1"),
+    ("model-pixel-size-0", ["extract", "{scene}", "{out}", "--model", "{make:pixel_0.pt}"],
+     "pixel size 0.0 m must be above 0"),
+    ("output-folder-missing", ["extract", "{scene}", "{dir}/missing/out.gpkg", "--model", "{model}"],
+     "missing, does not exist; create it"),
+    ("output-folder-read-only", ["extract", "{scene}", "{ro}/out.gpkg", "--model", "{model}"], "is not writable"),
+    ("output-extension", ["extract", "{scene}", "{dir}/out.txt", "--model", "{model}"],
+     "has the extension .txt, which is not known; use one of .gpkg, .geojson, .json, .shp, .fgb"),
+    ("output-is-a-folder", ["extract", "{scene}", "{make:a_folder}", "--model", "{model}"], "is a folder; name a file"),
+    ("output-is-truth", ["extract", "{scene}", "{truth}", "--model", "{model}", "--truth", "{truth}"],
+     "would overwrite the ground-truth file"),
+    ("output-links-to-truth", ["extract", "{scene}", "{make:link_to_truth.gpkg}", "--model", "{model}",
+                               "--truth", "{truth}"], "would overwrite the ground-truth file"),
+    ("output-hardlink-of-truth", ["extract", "{scene}", "{make:hardlink_to_truth.gpkg}", "--model", "{model}",
+                                  "--truth", "{truth}"], "would overwrite the ground-truth file"),
+    ("output-is-raster-sidecar", ["extract", "{scene}", "{scene}.aux.xml", "--model", "{model}"],
+     "would overwrite scene.tif.aux.xml, a file of the input raster"),
+    ("output-is-model", ["extract", "{scene}", "{model}", "--model", "{model}"], "would overwrite the model file"),
+    ("truth-missing", ["extract", "{scene}", "{out}", "--model", "{model}", "--truth", "{dir}/nope.gpkg"],
+     "The ground-truth file was not found"),
+    ("truth-folder", ["extract", "{scene}", "{out}", "--model", "{model}", "--truth", "{make:a_folder}"],
+     "The ground-truth file"),
+    ("score-iou-1", ["score", "{truth}", "{truth}", "--iou", "1"],
+     "IoU threshold 1.0 must be a finite number at least 0 and below 1"),
+    ("score-iou-nan", ["score", "{truth}", "{truth}", "--iou", "nan"], "IoU threshold nan"),
+    ("score-min-area-negative", ["score", "{truth}", "{truth}", "--min-area", "-1"], "Minimum area -1.0"),
+    ("score-proposals-missing", ["score", "{truth}", "{dir}/nope.gpkg"], "The proposals file was not found"),
+    ("score-html-is-truth", ["score", "{truth}", "{truth}", "--html", "{truth}"],
+     "would overwrite the ground-truth file"),
+    ("score-outputs-shared", ["score", "{truth}", "{truth}", "--scored-proposals", "{dir}/s.gpkg", "--missed",
+                              "{dir}/s.gpkg"], "share the file s.gpkg"),
+    ("train-output-is-raster", ["train", "--raster", "{scene}", "--labels", "{truth}", "--output", "{scene}"],
+     "would overwrite the training raster 1"),
+    ("train-output-extension", ["train", "--raster", "{scene}", "--labels", "{truth}", "--output", "{dir}/m.gpkg"],
+     "use one of .pt, .pth, .model"),
+    ("train-raster-truncated", ["train", "--raster", "{make:truncated.tif}", "--labels", "{truth}", "--output",
+                                "{dir}/m.pt"], "truncated.tif is not a readable raster"),
+    ("train-init-random", ["train", "--raster", "{scene}", "--labels", "{truth}", "--output", "{dir}/m.pt",
+                           "--init", "{make:random.pt}"], "could not be read as a PyTorch checkpoint"),
+    ("simulate-pixel-size-0", ["simulate", "{dir}/s.tif", "{dir}/s.gpkg", "--pixel-size", "0"], "Pixel size 0.0"),
+    ("simulate-labels-is-raster", ["simulate", "{dir}/s.tif", "{dir}/s.tif"], "would overwrite the raster"),
+    ("simulate-incidence-90", ["simulate", "{dir}/s.tif", "{dir}/s.gpkg", "--incidence", "90"], "Incidence angle 90.0"),
+]
+
+
+def _fill(template: list[str], tmp_path: Path, scene: Path, truth: Path, model: Path) -> list[str]:
+    argv = []
+    for item in template:
+        if item.startswith("{make:"):
+            name = item[len("{make:"):-1]
+            target = tmp_path / name
+            argv.append(str(target if target.exists() else make(name, tmp_path, scene)))
+            continue
+        if "{ro}" in item:
+            item = item.replace("{ro}", str(read_only_folder(tmp_path)))
+        argv.append(item.format(scene=scene, truth=truth, model=model, out=tmp_path / "out.gpkg", dir=tmp_path))
+    return argv
+
+
+def _outputs(argv: list[str]) -> list[Path]:
+    """The paths a command would write (positional outputs and output options)."""
+    command = argv[0]
+    flags = {"--scored-proposals", "--missed", "--html", "--output"}
+    named = [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in flags]
+    if command == "extract":
+        named.append(Path(argv[2]))
+    elif command == "simulate":
+        named += [Path(argv[1]), Path(argv[2])]
+    return named
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [folder, *sorted(p for p in folder.rglob("*") if not p.is_symlink())]
+
+
+@pytest.mark.parametrize("template, fragment", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_refuses_before_any_work(cli, tmp_path, scene, truth, model, template, fragment):
+    argv = _fill(template, tmp_path, scene, truth, model)
+    outputs = [p for p in _outputs(argv) if not p.exists()]  # new files the run must not make
+    before = take_snapshot(_files_under(tmp_path) + [model])
+    code, stdout, stderr = cli(*argv)
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert fragment in lines[-1], lines[-1]
+    assert [line for line in lines if line.startswith("error")] == [lines[-1]]   # one line
+    assert "Traceback" not in stderr and UNSAFE_ADVICE not in stderr
+    assert MODEL_LINE not in stderr                                              # before the model loaded
+    assert not [p for p in outputs if p.exists() or p.is_symlink()], "an output was written"
+    assert_untouched(before)                                                     # the folder listing too
+
+
+def test_cli_cases_are_at_least_25_and_named_once():
+    ids = [c[0] for c in CLI_CASES]
+    assert len(ids) >= 25 and len(set(ids)) == len(ids)
+
+
+def test_cli_positive_control_logs_the_model_line(cli, tmp_path, scene, truth, model):
+    """The observable of 'before the model loads' is there on a valid run."""
+    out = tmp_path / "out.gpkg"
+    code, _, stderr = cli("extract", scene, out, "--model", model, "--truth", truth, *FAST)
+    assert code == 0, stderr
+    assert MODEL_LINE in stderr and out.is_file()
+
+
+def test_cli_overlap_over_half_a_tile_is_used_as_half_and_said(cli, tmp_path, scene, model):
+    code, _, stderr = cli("extract", scene, tmp_path / "o.gpkg", "--model", model, "--tile-size", "64",
+                          "--overlap", "64")
+    assert code == 0, stderr
+    assert "warning: Tile overlap 64 px is more than half the 64 px tile; 32 px is used." in stderr
+
+
+def test_events_error_is_one_line_of_kind_usage(cli, tmp_path, scene, model):
+    import json
+
+    code, stdout, stderr = cli("--events", "extract", scene, tmp_path / "o.gpkg", "--model", model,
+                               "--threshold", "nan")
+    events = [json.loads(line[len("@sn6 "):]) for line in stdout.splitlines() if line.startswith("@sn6 ")]
+    assert code == 2 and events[-1]["event"] == "error" and events[-1]["kind"] == "usage"
+    assert events[-1]["message"].startswith("Probability threshold nan must be")
+    assert not any(e.get("message", "").startswith(MODEL_LINE) for e in events)
+
+
+def test_ansi_codes_in_a_message_are_stripped(cli, tmp_path, model):
+    raster = tmp_path / "\x1b[31mred\x1b[0m.tif"
+    code, _, stderr = cli("extract", raster, tmp_path / "o.gpkg", "--model", model)
+    assert code == 2 and "\x1b" not in stderr
+    assert "red.tif" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- unexpected errors
+
+CRASH = """
+import sys
+import sn6_footprints.cli.extract as extract
+def run(args):
+    raise RuntimeError("\\x1b[31mboom\\x1b[0m\\nsecond line")
+extract.run = run
+from sn6_footprints.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _crash(tmp_path, *flags):
+    import subprocess
+
+    from tests.matrix.conftest import cli_environ
+
+    return subprocess.run([sys.executable, "-c", CRASH, *flags, "extract", "a.tif", "b.gpkg"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, env=cli_environ(tmp_path), timeout=120, check=False)
+
+
+def test_unexpected_error_is_one_line_with_a_log_file(tmp_path):
+    completed = _crash(tmp_path)
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == 1 and len(lines) == 1, completed.stderr
+    assert lines[0].startswith("error: unexpected RuntimeError: boom second line (details: ")
+    assert "Traceback" not in completed.stderr and "\x1b" not in completed.stderr
+    log = Path(lines[0].rsplit("(details: ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path and log.name.startswith("sn6_footprints-") and log.suffix == ".log"
+    text = log.read_text()
+    assert "Traceback" in text and "RuntimeError" in text and "boom" in text
+
+
+def test_unexpected_error_with_debug_shows_the_traceback(tmp_path):
+    completed = _crash(tmp_path, "--debug")
+    assert completed.returncode == 1 and "Traceback (most recent call last)" in completed.stderr
+    assert not list(tmp_path.glob("sn6_footprints-*.log"))
+
+
+def test_unexpected_error_with_events_is_one_internal_event(tmp_path):
+    import json
+
+    completed = _crash(tmp_path, "--events")
+    events = [json.loads(line[len("@sn6 "):]) for line in completed.stdout.splitlines() if line.startswith("@sn6 ")]
+    assert completed.returncode == 1 and events[-1]["kind"] == "internal"
+    assert events[-1]["message"].startswith("unexpected RuntimeError: boom second line (details: ")
+    assert "\x1b" not in events[-1]["message"]
+
+
+# ---------------------------------------------------------------- processing.run (the worker)
+
+class LogFeedback:
+    """A QgsProcessingFeedback that keeps every log line (made lazily: QGIS must be up)."""
+
+    @staticmethod
+    def make():
+        from qgis.core import QgsProcessingFeedback
+
+        class Recorder(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def pushInfo(self, text):  # noqa: N802 - QGIS API
+                self.lines.append(text)
+
+            def pushDebugInfo(self, text):  # noqa: N802 - QGIS API
+                self.lines.append(text)
+
+            def reportError(self, text, fatal=False):  # noqa: N802 - QGIS API
+                self.lines.append(text)
+
+        return Recorder()
+
+
+# (id, parameter overrides, fragment). Values "{make:NAME}" are bad inputs made by make().
+# Where QGIS's own range check refuses first, the fragment is QGIS's message.
+ALG_CASES = [
+    ("threshold-nan", {"THRESHOLD": math.nan}, "Probability threshold nan must be"),
+    ("threshold-0", {"THRESHOLD": 0.0}, "Probability threshold 0.0 must be"),
+    ("threshold-1", {"THRESHOLD": 1.0}, "Probability threshold 1.0 must be"),
+    ("threshold-2", {"THRESHOLD": 2.0}, "THRESHOLD"),
+    ("threshold-negative", {"THRESHOLD": -1.0}, "THRESHOLD"),
+    ("min-area-nan", {"MIN_AREA": math.nan}, "Minimum building area nan"),
+    ("min-area-negative", {"MIN_AREA": -5.0}, "MIN_AREA"),
+    ("simplify-nan", {"SIMPLIFY": math.nan}, "Simplification tolerance nan"),
+    ("tile-500", {"TILE_SIZE": 500}, "use 512"),
+    ("tile-32", {"TILE_SIZE": 32}, "at least 64; use 64"),
+    ("batch-0", {"BATCH_SIZE": 0}, "BATCH_SIZE"),
+    ("raster-truncated", {"INPUT": "{make:truncated.tif}"}, "truncated.tif is not a readable raster"),
+    ("raster-two-bands", {"INPUT": "{make:two_bands.tif}"}, "has 2 band(s) but the model expects 4"),
+    ("model-missing", {"MODEL": "{dir}/nope.pt"}, "Model file not found"),
+    ("model-folder", {"MODEL": "{make:a_folder}"}, "Incorrect parameter value for MODEL"),
+    ("model-random-bytes", {"MODEL": "{make:random.pt}"}, "could not be read as a PyTorch checkpoint"),
+    ("model-random-pickle", {"MODEL": "{make:random_pickle.pt}"}, "is not a plain weights file"),
+    ("model-truncated", {"MODEL": "{make:truncated.pt}"}, "Is the file complete?"),
+    ("model-zero-std", {"MODEL": "{make:zero_std.pt}"}, "std of band HH is 0.0"),
+    ("model-threshold-1.5", {"MODEL": "{make:threshold_1.5.pt}"}, "threshold 1.5 must be above 0 and below 1"),
+]
+
+
+@pytest.mark.parametrize("overrides, fragment", [c[1:] for c in ALG_CASES], ids=[c[0] for c in ALG_CASES])
+def test_processing_refuses_before_any_work(run_alg, tmp_path, scene, model, overrides, fragment):
+    from qgis.core import QgsProcessingException
+
+    params = {"INPUT": str(scene), "MODEL": str(model), "OUTPUT": str(tmp_path / "out.gpkg"), **FAST_PARAMS}
+    for key, value in overrides.items():
+        if isinstance(value, str) and value.startswith("{make:"):
+            value = str(make(value[len("{make:"):-1], tmp_path, scene))
+        elif isinstance(value, str):
+            value = value.format(dir=tmp_path)
+        params[key] = value
+    inputs = [Path(v) for k, v in params.items() if k in ("INPUT", "MODEL") and Path(str(v)).is_file()]
+    before = take_snapshot(inputs)
+    feedback = LogFeedback.make()
+    with pytest.raises(QgsProcessingException) as error:
+        run_alg("extract_footprints", params, feedback=feedback)
+    message = str(error.value)
+    assert fragment in message, message
+    assert "Traceback" not in message and UNSAFE_ADVICE not in message
+    assert not any(MODEL_LINE in line for line in feedback.lines), feedback.lines
+    assert not (tmp_path / "out.gpkg").exists()
+    assert_untouched(before)
+
+
+def test_processing_cases_are_at_least_15():
+    assert len(ALG_CASES) >= 15
+
+
+def test_processing_positive_control_logs_the_model_line(run_alg, tmp_path, scene, model):
+    feedback = LogFeedback.make()
+    result = run_alg("extract_footprints", {"INPUT": str(scene), "MODEL": str(model),
+                                            "OUTPUT": str(tmp_path / "out.gpkg"), **FAST_PARAMS}, feedback=feedback)
+    assert result["BUILDING_COUNT"] == len(BOXES)
+    assert any(MODEL_LINE in line for line in feedback.lines)
+
+
+def test_validation_tile_multiple_is_the_models():
+    from sn6_footprints.core import model, validation
+
+    assert validation.INPUT_MULTIPLE_PX == model.INPUT_MULTIPLE_PX
+
+
+# ---------------------------------------------------------------- qgis_process (a subset)
+
+@pytest.fixture(scope="module")
+def plugins_dir(tmp_path_factory):
+    """The plugin as `make install-plugin` lays it out, for scripts/qgis_process.sh."""
+    import subprocess
+
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True, capture_output=True)
+    return build / "plugins"
+
+
+QGIS_PROCESS_CASES = [
+    ("threshold-nan", ["THRESHOLD=nan"], "Probability threshold nan must be"),
+    ("tile-500", ["TILE_SIZE=500"], "use 512"),
+    ("raster-truncated", ["INPUT={make:truncated.tif}"], "truncated.tif is not a readable raster"),
+    ("model-random-bytes", ["MODEL={make:random.pt}"], "could not be read as a PyTorch checkpoint"),
+]
+
+
+@pytest.mark.parametrize("extra, fragment", [c[1:] for c in QGIS_PROCESS_CASES], ids=[c[0] for c in QGIS_PROCESS_CASES])
+def test_qgis_process_refuses_before_any_work(plugins_dir, tmp_path, scene, model, extra, fragment):
+    import subprocess
+
+    values = {"INPUT": str(scene), "MODEL": str(model), "OUTPUT": str(tmp_path / "out.gpkg"), "TILE_SIZE": "64",
+              "OVERLAP": "0"}
+    for item in extra:
+        key, value = item.split("=", 1)
+        values[key] = str(make(value[len("{make:"):-1], tmp_path, scene)) if value.startswith("{make:") else value
+    before = take_snapshot([scene, model])
+    completed = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints", "--",
+         *[f"{key}={value}" for key, value in values.items()]],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(plugins_dir)})
+    text = completed.stdout + completed.stderr
+    assert completed.returncode != 0 and fragment in text, text[-3000:]
+    assert MODEL_LINE not in text and "Traceback" not in text and UNSAFE_ADVICE not in text
+    assert not (tmp_path / "out.gpkg").exists()
+    assert_untouched(before)
