@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
                                    "SpaceNet CSV in pixel coordinates (ImageId, BuildingId, PolygonWKT_Pix), placed "
                                    "with the raster's geotransform")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument("--tile-size", type=int, default=512, help="px, multiple of 32 (default 512)")
-    p.add_argument("--overlap", type=int, default=64, help="px (default 64)")
+    p.add_argument("--tile-size", type=int, default=512, help="px, a multiple of 32, at least 64 (default 512)")
+    p.add_argument("--overlap", type=int, default=64, help="px, 0 or more; above half a tile: half a tile (default 64)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's, 0.5)")
     p.add_argument("--min-area", type=float, help="minimum building area in m² (default: the model's, 20)")

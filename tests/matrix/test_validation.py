@@ -347,6 +347,10 @@ ALG_CASES = [
     ("tile-32", {"TILE_SIZE": 32}, "at least 64; use 64"),
     ("batch-0", {"BATCH_SIZE": 0}, "BATCH_SIZE"),
     ("raster-truncated", {"INPUT": "{make:truncated.tif}"}, "truncated.tif is not a readable raster"),
+    pytest.param({"INPUT": "{make:text.tif}"}, "text.tif is not a readable raster", id="raster-not-a-raster",
+                 marks=pytest.mark.xfail(strict=True, reason="processing_provider/extract_footprints.py still "
+                                         "reports QGIS's invalidRasterError ('... not found') for a file that "
+                                         "exists but is no raster (issue 11 item 6)")),
     ("raster-two-bands", {"INPUT": "{make:two_bands.tif}"}, "has 2 band(s) but the model expects 4"),
     ("model-missing", {"MODEL": "{dir}/nope.pt"}, "Model file not found"),
     ("model-folder", {"MODEL": "{make:a_folder}"}, "Incorrect parameter value for MODEL"),
@@ -358,7 +362,12 @@ ALG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, fragment", [c[1:] for c in ALG_CASES], ids=[c[0] for c in ALG_CASES])
+def _as_params(cases):
+    """(id, ...) tuples as pytest params; pytest.param entries (with marks) as they are."""
+    return [case if hasattr(case, "marks") else pytest.param(*case[1:], id=case[0]) for case in cases]
+
+
+@pytest.mark.parametrize("overrides, fragment", _as_params(ALG_CASES))
 def test_processing_refuses_before_any_work(run_alg, tmp_path, scene, model, overrides, fragment):
     from qgis.core import QgsProcessingException
 
