@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+pytest_plugins = ["tests.qgis_fixtures"]  # the plugin and its worker, one instance per session
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = REPO_ROOT.parent / "shared" / "reference-data"
 

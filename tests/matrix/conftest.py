@@ -25,7 +25,6 @@ import pytest
 
 from tests.helpers.models import TRANSFORM, boxes_scene, save_threshold_model, write_raster
 from tests.helpers.processes import worker_children  # noqa: F401  (re-exported for the matrix)
-from tests.qgis.conftest import plugin, worker_env_for_every_test, worker_env_setting  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOXES = [(10, 10, 40, 40), (60, 70, 100, 120)]  # (row0, col0, row1, col1) in a 128 x 128 scene
@@ -101,7 +100,7 @@ def scratch_folders() -> list[Path]:
 
 
 @pytest.fixture
-def run_alg(plugin):  # noqa: F811  (the fixture of tests/qgis/conftest.py)
+def run_alg(plugin, worker_env_for_every_test):  # fixtures of tests/qgis_fixtures.py
     """``run_alg(alg, params, feedback=None)``: ``processing.run`` of ``sn6_footprints:<alg>``
     (a bare name gets the provider prefix) with the plugin loaded."""
     import processing
