@@ -5,7 +5,9 @@ the benchmarks run exactly the same pipeline.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -15,9 +17,9 @@ import rasterio
 
 from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
-from ..output_safety import terminate_raises
+from ..output_safety import OutputWriteError, terminate_raises
 from .feedback import Cancelled, Feedback, SubFeedback
-from .inference import Predictor, TilingOptions, predict_probabilities
+from .inference import Predictor, ProbabilityWriteError, TilingOptions, predict_probabilities
 from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
 from .settings import ModelSettings
 from .vectorize import VectorizeOptions, vectorize_probabilities
@@ -49,6 +51,36 @@ class ExtractionResult:
 
     def __len__(self) -> int:
         return len(self.geometries)
+
+
+class TemporaryFolderError(OutputWriteError):
+    """The temporary probability raster did not fit in the temporary folder (TMPDIR)."""
+
+
+def _size(n_bytes: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TB"
+
+
+def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
+    """One line for a probability raster that could not be written in the temporary folder."""
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    redirect = "set TMPDIR (TEMP on Windows) to a folder on a larger disk"
+    if error.code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (f"No space left in the temporary folder {folder} ({free}) for the probability raster: "
+                f"free space or {redirect}.")
+    if error.code == errno.EFBIG:
+        return (f"File size limit reached while writing the probability raster in the temporary folder {folder} "
+                f"(this process's limit, ulimit -f, or the file system's): raise the limit or {redirect}.")
+    if error.code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Permission denied while writing the probability raster in the temporary folder {folder}: {redirect}."
+    return f"The temporary folder {folder} ({free}) could not hold the probability raster: {error}"
 
 
 def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
@@ -108,17 +140,20 @@ def _extract_footprints(raster_path, options: ExtractionOptions, feedback: Feedb
                   f"{', rotated 180°' if rotate_180 else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
     seconds["load"] = time.perf_counter() - started
-    with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
-        probability_path = os.path.join(scratch, "probability.tif")
-        t0 = time.perf_counter()
-        predict_probabilities(raster_path, probability_path, predictor, settings, options.tiling,
-                              SubFeedback(feedback, 0, 90))
-        seconds["inference"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        vectorize = VectorizeOptions.for_model(settings, info, options.simplify_map_units)
-        geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
-                                                         SubFeedback(feedback, 90, 100))
-        seconds["vectorize"] = time.perf_counter() - t0
+    try:
+        with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
+            probability_path = os.path.join(scratch, "probability.tif")
+            t0 = time.perf_counter()
+            predict_probabilities(raster_path, probability_path, predictor, settings, options.tiling,
+                                  SubFeedback(feedback, 0, 90))
+            seconds["inference"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            vectorize = VectorizeOptions.for_model(settings, info, options.simplify_map_units)
+            geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
+                                                             SubFeedback(feedback, 90, 100))
+            seconds["vectorize"] = time.perf_counter() - t0
+    except ProbabilityWriteError as exc:  # told once the scratch folder is gone: the free space is the user's
+        raise TemporaryFolderError(temporary_folder_message(os.path.dirname(scratch), exc)) from None
     feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")

@@ -7,18 +7,30 @@ raster's width, never its height.
 """
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 import torch
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from ..output_safety import OutputWriteError, write_error_message
 from .devices import autocast_dtype
 from .feedback import Feedback
 from .model import INPUT_MULTIPLE_PX, UNet11
 from .raster_windows import RasterInfo, plan_tile_rows, read_window
 from .settings import ModelSettings
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 
 @dataclass(frozen=True)
@@ -129,11 +141,86 @@ def _predict_row(dataset, info: RasterInfo, windows: list[Window], predictor: Pr
             yield window, p[:window.height, :window.width], valid
 
 
+class ProbabilityWriteError(OutputWriteError):
+    """The probability raster could not be written completely (disk full, file size limit, ...);
+    ``code`` is the errno when known, ``detail`` GDAL's own words."""
+
+    def __init__(self, message: str, path, code: int | None, detail: str):
+        super().__init__(message)
+        self.path, self.code, self.detail = path, code, detail
+
+
+_GDAL_LOGGER = "rasterio._env"  # rasterio logs GDAL's errors here, failed writes at close at INFO only
+
+
+class _GdalErrors(logging.Filter):
+    """Collects GDAL's errors that rasterio logs instead of raising (a GeoTIFF's blocks and
+    directory are written at close, and GDAL 3.6's close reports no status); what the
+    logger would not have shown before stays hidden."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+        self._shown_from = logging.WARNING
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR or "signalled an error" in message:
+            self.messages.append(message)
+        return record.levelno >= self._shown_from
+
+    @contextmanager
+    def watching(self):
+        logger = logging.getLogger(_GDAL_LOGGER)
+        self._shown_from = logger.getEffectiveLevel()
+        previous = logger.level
+        logger.addFilter(self)
+        if self._shown_from > logging.INFO:
+            logger.setLevel(logging.INFO)
+        try:
+            yield self
+        finally:
+            logger.removeFilter(self)
+            logger.setLevel(previous)
+
+
+def _write_failure(path, detail: str) -> ProbabilityWriteError:
+    lowered = detail.lower()
+    code = None
+    if "no space left" in lowered or "disk full" in lowered or "disk is full" in lowered:
+        code = errno.ENOSPC
+    elif "file too large" in lowered or "file size limit" in lowered:
+        code = errno.EFBIG
+    elif "permission denied" in lowered or "read-only file system" in lowered:
+        code = errno.EACCES
+    else:
+        code = _likely_errno(path)
+    return ProbabilityWriteError(write_error_message(path, detail, code), path, code, detail)
+
+
+def _likely_errno(path) -> int | None:
+    """When GDAL's words name no cause: a nearly full disk or a file at this process's size limit."""
+    try:
+        if shutil.disk_usage(os.path.dirname(os.fspath(path)) or ".").free < (1 << 20):
+            return errno.ENOSPC
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
+        if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and os.path.getsize(path) >= soft - (1 << 16):
+            return errno.EFBIG
+    except OSError:
+        pass
+    return None
+
+
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
                           options: TilingOptions = TilingOptions(), feedback: Feedback | None = None) -> RasterInfo:
-    """Write the blended building probability of every pixel (0 on nodata) to a GeoTIFF."""
+    """Write the blended building probability of every pixel (0 on nodata) to a GeoTIFF.
+
+    The write is checked: an error of any block or of the file's directory (disk full, file
+    size limit), even one GDAL only logs when the file is closed, raises
+    :class:`ProbabilityWriteError`, and the written file must open again."""
     feedback = feedback or Feedback()
     options.check()
+    errors = _GdalErrors()
     with rasterio.open(raster_path) as dataset:
         info = RasterInfo.of(dataset)
         rows = plan_tile_rows(info.width, info.height, options.tile_size_px, options.effective_overlap_px)
@@ -142,7 +229,13 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                        transform=info.transform, crs=dataset.crs, tiled=True, blockxsize=256,
                        blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
         done = 0
-        with rasterio.open(probability_path, "w", **profile) as out:
+        try:
+            with errors.watching():
+                out = rasterio.open(probability_path, "w", **profile)
+        except (RasterioError, OSError) as exc:
+            raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
+        completed = False
+        try:
             buffer_top = 0
             weighted = np.zeros((0, info.width), np.float32)
             weights = np.zeros((0, info.width), np.float32)
@@ -167,7 +260,36 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                 final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else info.height
                 n = final_bottom - buffer_top
                 blended = np.where(valid_any[:n], weighted[:n] / np.maximum(weights[:n], 1e-12), 0.0)
-                out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, info.width, n))
+                try:
+                    with errors.watching():
+                        out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, info.width, n))
+                except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
+                    raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
+                if errors.messages:
+                    raise _write_failure(probability_path, " ".join(errors.messages))
                 weighted, weights, valid_any = weighted[n:], weights[n:], valid_any[n:]
                 buffer_top = final_bottom
+            completed = True
+        finally:
+            with errors.watching():
+                try:
+                    out.close()  # blocks still cached and the TIFF directory are written here
+                except Exception as exc:  # noqa: BLE001 - reported below, unless another error is on its way
+                    errors.messages.append(str(exc))
+        if completed and errors.messages:
+            raise _write_failure(probability_path, " ".join(errors.messages))
+    _check_readable(probability_path, info)
     return info
+
+
+def _check_readable(probability_path, info: RasterInfo) -> None:
+    """The written probability raster opens again with the expected size (its directory is whole)."""
+    errors = _GdalErrors()
+    try:
+        with errors.watching(), rasterio.open(probability_path) as check:
+            shape = (check.width, check.height, check.count)
+    except (RasterioError, OSError) as exc:
+        raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
+    if shape != (info.width, info.height, 1):
+        raise _write_failure(probability_path, f"the written raster is {shape[0]} x {shape[1]} px, "
+                                               f"not {info.width} x {info.height}")

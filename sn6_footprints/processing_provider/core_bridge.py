@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsDataProvider, QgsFeature, QgsFeatureRequest, QgsFeatureSink,
-                       QgsField, QgsFields, QgsProcessing, QgsProcessingException, QgsProcessingFeedback,
+                       QgsField, QgsFields, QgsGeometry, QgsProcessing, QgsProcessingException, QgsProcessingFeedback,
                        QgsProcessingOutputLayerDefinition, QgsProcessingUtils, QgsProperty, QgsProviderRegistry,
                        QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
@@ -206,42 +206,98 @@ class _Destination:
                 pass
 
 
+_OGR_FIELD_TYPES = {"Integer": QVariant.Int, "Integer64": QVariant.LongLong, "Real": QVariant.Double,
+                    "String": QVariant.String}
+
+
+class _ResultFile:
+    """The worker's result GeoPackage read through GDAL's Python bindings (QGIS's Python always
+    has them), not through a QGIS layer: QGIS's OGR connection pool would keep the file open
+    after the scratch folder is deleted (a descriptor per run; on Windows the folder could
+    not be deleted). Opened read-only, read once, closed explicitly."""
+
+    def __init__(self, path: Path):
+        from osgeo import ogr
+
+        self.path = path
+        self._dataset = ogr.Open(str(path), 0)
+        self._layer = self._dataset.GetLayer(0) if self._dataset is not None else None
+        if self._layer is None:
+            self.close()
+            raise QgsProcessingException(tr(f"The worker's result {path.name} cannot be read."))
+        definition = self._layer.GetLayerDefn()
+        self.fields = QgsFields()
+        self._field_count = definition.GetFieldCount()
+        for i in range(self._field_count):
+            field = definition.GetFieldDefn(i)
+            type_name = field.GetTypeName()
+            variant = _OGR_FIELD_TYPES.get(type_name, QVariant.String)
+            self.fields.append(QgsField(field.GetName(), variant, type_name, field.GetWidth(), field.GetPrecision()))
+        self.count = self._layer.GetFeatureCount()
+
+    def features(self):
+        """(WKB or None, attributes) of every feature, in the file's order."""
+        self._layer.ResetReading()
+        feature = self._layer.GetNextFeature()
+        while feature is not None:
+            geometry = feature.GetGeometryRef()
+            wkb = bytes(geometry.ExportToIsoWkb()) if geometry is not None else None
+            values = [feature.GetField(i) if feature.IsFieldSetAndNotNull(i) else None
+                      for i in range(self._field_count)]
+            yield wkb, values
+            feature = self._layer.GetNextFeature()
+
+    def close(self) -> None:
+        self._layer = None
+        self._dataset = None  # GDAL closes the file when its last reference goes
+
+
 def copy_into_sink(algorithm, parameters, name: str, context, path: Path, crs, feedback,
                    wkb_type=QgsWkbTypes.Polygon, layer_name: str = "footprints") -> str:
     """The worker's result file ``path`` into the algorithm's sink ``name``; its dest id.
 
-    Complete or absent: every ``addFeature`` and the final flush are checked and the written
-    layer is reopened and counted; on a failure or a cancel the partial file is removed (only
-    the new layer when the destination is an existing GeoPackage with other layers: those are
-    kept, see ``_Destination``) and one line says why (disk full, permission, ...)."""
+    Complete or absent: creating the sink, every ``addFeature`` and the final flush are checked
+    and the written layer is reopened and counted; on a failure or a cancel the partial file is
+    removed (only the new layer when the destination is an existing GeoPackage with other
+    layers: those are kept, see ``_Destination``) and one line says why (disk full, permission, ...).
+    The result file is closed before this returns (see ``_ResultFile``)."""
     if feedback.isCanceled():
         raise QgsProcessingException(tr(CANCELLED))
-    layer = QgsVectorLayer(str(path), "result", "ogr")
-    if not layer.isValid():
-        raise QgsProcessingException(tr(f"The worker's result {path.name} cannot be read."))
-    fields = QgsFields()
-    keep = [i for i, field in enumerate(layer.fields()) if field.name() != "fid"]  # GeoPackage's own key
-    for i in keep:
-        fields.append(layer.fields().at(i))
-    expected = layer.featureCount()
+    result = _ResultFile(path)
+    try:
+        return _copy_result(algorithm, parameters, name, context, result, crs, feedback, wkb_type, layer_name)
+    finally:
+        result.close()
+
+
+def _copy_result(algorithm, parameters, name, context, result: _ResultFile, crs, feedback, wkb_type,
+                 layer_name) -> str:
+    fields = result.fields
+    expected = result.count
     destination = _Destination(parameters, name, context, layer_name, feedback)
-    sink, dest_id = algorithm.parameterAsSink(destination.parameters, name, context, fields, wkb_type, crs)
+    try:
+        sink, dest_id = algorithm.parameterAsSink(destination.parameters, name, context, fields, wkb_type, crs)
+    except QgsProcessingException as exc:  # e.g. 'Could not create layer ...: database or disk is full'
+        message = write_error_message(destination.path or name, str(exc))
+        destination.remove_partial()
+        raise QgsProcessingException(tr(message)) from None
     if sink is None:
         destination.remove_partial()
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, name))
     multi = QgsWkbTypes.isMultiType(wkb_type)
     problem = None
     try:
-        for feature in layer.getFeatures():
+        for wkb, values in result.features():
             if feedback.isCanceled():
                 break
             out = QgsFeature(fields)
-            geometry = feature.geometry()
-            if not geometry.isNull():
+            if wkb is not None:
+                geometry = QgsGeometry()
+                geometry.fromWkb(wkb)
                 if multi:
                     geometry.convertToMultiType()
                 out.setGeometry(geometry)
-            out.setAttributes([feature.attributes()[i] for i in keep])
+            out.setAttributes(values)
             if not sink.addFeature(out, QgsFeatureSink.FastInsert):
                 problem = sink.lastError() or "a feature could not be added"
                 break

@@ -75,8 +75,5 @@ def test_scratch_folders_and_workers_are_back_to_the_start(soak):
     assert soak["workers_left"] == [], soak["text"]
 
 
-@pytest.mark.xfail(strict=True, reason="owned by outputs (core_bridge.copy_into_sink reads the worker's result "
-                                       "through OGR, whose connection pool keeps each deleted scratch GeoPackage "
-                                       "open for 60 s); lands in this session")
 def test_open_file_descriptors_are_back_to_the_start(soak):
     assert soak["fds_after"] <= soak["fds_before"], soak["text"]
