@@ -14,11 +14,13 @@ import threading
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-# Files GDAL reads with a raster (or writes beside it): name + suffix ...
-RASTER_SIDECAR_SUFFIXES = (".aux.xml", ".aux", ".ovr", ".msk", ".xml")
-# ... and stem + suffix (world files, ENVI/ESRI headers and projections).
+# Files GDAL/OGR read or write beside a data file: name + suffix (any file) ...
+APPENDED_SIDECARS = (".aux.xml", ".aux", ".ovr", ".msk", ".xml", "-wal", "-shm", "-journal")
+# ... stem + suffix beside a raster (world files, ENVI/ESRI headers and projections) ...
 RASTER_STEM_SUFFIXES = (".wld", ".hdr", ".prj", ".rpb", ".aux")
+# ... and every part of a Shapefile (given as any of its parts).
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
+RASTER_SUFFIXES = (".tif", ".tiff", ".img", ".jp2", ".vrt", ".png", ".jpg", ".jpeg")
 PROBE_BYTES = 1 << 20
 
 
@@ -44,15 +46,26 @@ def same_file(a, b) -> bool:
         return False
 
 
+def sidecar_files(path, kind: str | None = None) -> list[Path]:
+    """The files GDAL/OGR read or write beside ``path`` (not ``path`` itself): ``.aux.xml``,
+    overviews, masks, journals; for a raster (``kind="raster"``, or a raster suffix) world
+    files and headers; for any part of a Shapefile its other parts (either case)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    files = [path.with_name(path.name + suffix) for suffix in APPENDED_SIDECARS]
+    if kind == "raster" or ext in RASTER_SUFFIXES:
+        files += [path.with_suffix(suffix) for suffix in RASTER_STEM_SUFFIXES]
+        if len(ext) >= 3:  # world files: scene.tif -> scene.tfw and scene.tifw
+            files += [path.with_suffix(ext[:2] + ext[-1] + "w"), path.with_suffix(ext + "w")]
+    if ext in SHAPEFILE_PARTS:
+        files += [path.with_suffix(part) for part in SHAPEFILE_PARTS if part != ext]
+        files += [path.with_suffix(part.upper()) for part in SHAPEFILE_PARTS if part != ext]
+    return files
+
+
 def raster_files(raster) -> list[Path]:
     """A raster and the sidecar files GDAL reads or writes beside it (world files, .aux.xml, ...)."""
-    path = Path(raster)
-    files = [path] + [path.with_name(path.name + s) for s in RASTER_SIDECAR_SUFFIXES]
-    files += [path.with_suffix(s) for s in RASTER_STEM_SUFFIXES]
-    ext = path.suffix.lower()
-    if len(ext) >= 3:  # world files: scene.tif -> scene.tfw and scene.tifw
-        files += [path.with_suffix(ext[:2] + ext[-1] + "w"), path.with_suffix(ext + "w")]
-    return files
+    return [Path(raster)] + sidecar_files(raster, "raster")
 
 
 def vector_files(vector) -> list[Path]:
@@ -61,6 +74,28 @@ def vector_files(vector) -> list[Path]:
     if path.suffix.lower() == ".shp":
         return [path.with_suffix(s) for s in SHAPEFILE_PARTS]
     return [path]
+
+
+def find_clash(output, inputs) -> tuple[str, str, Path | None] | None:
+    """The first input that writing ``output`` would overwrite, as ``(label, input, file)``:
+    ``file`` is None when ``output`` is the input itself (also through a link or a hard link,
+    or when one of the output's own sidecars is the input), else the input's sidecar that the
+    output or one of its sidecars would replace (the latter only when that sidecar exists).
+
+    ``inputs``: ``(label, path, kind)`` with kind ``"raster"``, ``"vector"``, ``"file"`` or None
+    (from the suffix); empty paths are skipped. The output is the input itself first, for all
+    inputs, then one of their sidecars."""
+    inputs = [(label, path, kind) for label, path, kind in inputs if path is not None and str(path)]
+    own = sidecar_files(output)
+    for label, path, _ in inputs:
+        if same_file(output, path) or any(same_file(mine, path) for mine in own):
+            return label, path, None
+    for label, path, kind in inputs:
+        for member in sidecar_files(path, kind):
+            if same_file(output, member) or (os.path.lexists(member) and any(same_file(mine, member)
+                                                                             for mine in own)):
+                return label, path, member
+    return None
 
 
 def source_path(source: str | os.PathLike | None) -> str | None:
@@ -75,29 +110,23 @@ def check_outputs_not_inputs(outputs, inputs) -> None:
     """Refuse before any work when an output would overwrite an input.
 
     ``outputs``: ``(label, path)`` pairs (None paths are skipped), e.g. ``("footprints output", p)``;
-    ``inputs``: ``(label, path, kind)`` with kind ``"raster"`` (its sidecars count too),
-    ``"vector"`` (a shapefile's parts count) or ``"file"``. Outputs must also differ from each other.
+    ``inputs``: ``(label, path, kind)`` as :func:`find_clash` takes them (a raster's sidecars and
+    a shapefile's parts count too). Outputs must also differ from each other.
     """
-    inputs = [(label, path, kind) for label, path, kind in inputs if path]
     outputs = [(label, path) for label, path in outputs if path]
     for out_label, out_path in outputs:
-        written = vector_files(out_path) if str(out_path).lower().endswith(".shp") else [Path(out_path)]
-        for in_label, in_path, kind in inputs:
-            read = raster_files(in_path) if kind == "raster" else vector_files(in_path) if kind == "vector" else [
-                Path(in_path)]
-            for target in written:
-                for original in read:
-                    if not same_file(target, original):
-                        continue
-                    which = (f"the {in_label} {in_path}" if same_file(original, in_path)
-                             else f"{original}, a sidecar file of the {in_label} {in_path}")
-                    raise OutputIsInputError(
-                        f"The {out_label} {out_path} would overwrite {which}; choose another output file.")
+        found = find_clash(out_path, inputs)
+        if found:
+            in_label, in_path, member = found
+            which = (f"the {in_label} {in_path}" if member is None
+                     else f"{member}, a sidecar file of the {in_label} {in_path}")
+            raise OutputIsInputError(f"The {out_label} {out_path} would overwrite {which}; choose another output file.")
     for i, (label_a, path_a) in enumerate(outputs):
-        for label_b, path_b in outputs[i + 1:]:
-            if same_file(path_a, path_b):
-                raise OutputIsInputError(f"The {label_a} and the {label_b} are the same file {path_a}; "
-                                         "choose a different file for each.")
+        found = find_clash(path_a, [(label, path, None) for label, path in outputs[i + 1:]])
+        if found:
+            label_b, _, member = found
+            shared = f"are the same file {path_a}" if member is None else f"share the file {member}"
+            raise OutputIsInputError(f"The {label_a} and the {label_b} {shared}; choose a different file for each.")
 
 
 def geopackage_layers(path) -> list[str] | None:

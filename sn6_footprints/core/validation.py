@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..output_safety import find_clash
 from .feedback import Feedback
 
 # Multiple the UNet's input must have (five 2x poolings; core.model.INPUT_MULTIPLE_PX, which
@@ -28,10 +29,6 @@ MODEL_EXTENSIONS = (".pt", ".pth", ".model")
 HTML_EXTENSIONS = (".html", ".htm")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 MIN_TILE_PX = 64
-# Files GDAL/OGR keep beside a data file (appended to its whole name) and the parts of a Shapefile.
-APPENDED_SIDECARS = (".aux.xml", ".aux", ".ovr", ".msk", "-wal", "-shm", "-journal")
-SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
-WORLD_FILES = (".tfw", ".tifw", ".wld")
 
 
 class ValidationError(ValueError):
@@ -112,47 +109,14 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def file_family(path) -> set[Path]:
-    """``path`` and the files GDAL/OGR keep beside it (``.aux.xml``, ``.ovr``, ``.msk``, a
-    GeoPackage's journals, a Shapefile's parts, world files), resolved."""
-    path = _resolved(Path(path))
-    family = {path} | {path.with_name(path.name + suffix) for suffix in APPENDED_SIDECARS}
-    suffix = path.suffix.lower()
-    if suffix in SHAPEFILE_PARTS:
-        family |= {path.with_suffix(part) for part in SHAPEFILE_PARTS}
-        family |= {path.with_suffix(part.upper()) for part in SHAPEFILE_PARTS}
-    if suffix in RASTER_EXTENSIONS:
-        family |= {path.with_suffix(world) for world in WORLD_FILES}
-    return family
-
-
-def _same(a: Path, b: Path) -> bool:
-    if a == b:
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def clash(output, inputs: dict[str, object]) -> tuple[str, Path | None] | None:
     """(label, file) of the first input that writing ``output`` would overwrite: the input
-    itself (file None), one of its sidecars, or a file that one of the output's own sidecars
-    would replace (a Shapefile's .dbf, a journal)."""
-    named = [(label, Path(str(value))) for label, value in inputs.items() if value is not None and str(value)]
-    out = _resolved(Path(output))
-    for label, value in named:
-        if _same(out, _resolved(value)):
-            return label, None
-        for member in file_family(value):
-            if _same(out, member):
-                return label, member
-    out_family = file_family(output)
-    for label, value in named:
-        for member in file_family(value):
-            if any(_same(own, member) for own in out_family):
-                return label, member
-    return None
+    itself (file None) or one of its sidecars (``output_safety.find_clash``, the one rule
+    QGIS's process uses too)."""
+    found = find_clash(_resolved(Path(output)), [(label, Path(os.path.expanduser(str(value))), None)
+                                                 for label, value in inputs.items()
+                                                 if value is not None and str(value)])
+    return None if found is None else (found[0], found[2])
 
 
 def check_input_file(value, what: str, fix: str) -> Path:

@@ -14,6 +14,7 @@ from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
+from .raster_checks import raster_parameter_problem
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
 from .truth_inputs import SPACENET_CSV, UncheckedSource, check_polygon_source, export_path, source_label, spacenet_csv
@@ -107,6 +108,11 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        # A folder or a non-raster file by path: say so (QGIS's own words would be '... not found'),
+        # here rather than in checkParameterValues, whose refusals processing.run makes two lines.
+        problem = raster_parameter_problem(parameters, self.INPUT, context)
+        if problem:
+            raise QgsProcessingException(self.tr(problem))
         layer = raster_input(self, parameters, self.INPUT, context)  # a file path: no .aux.xml beside it
         if layer.providerType() != "gdal":
             raise QgsProcessingException(self.tr(

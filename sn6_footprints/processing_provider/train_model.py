@@ -15,6 +15,7 @@ from ..defaults import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import check_outputs_are_not_inputs, export_source, optional_args, run_core, scratch_folder
 from ..worker.environment import plugin_data_dir
+from .raster_checks import raster_parameter_problem
 from .settings import DEVICES, default_device_setting, profile_dir
 from .truth_inputs import check_label_layers, export_path
 
@@ -162,6 +163,9 @@ class TrainModelAlgorithm(Sn6Algorithm):
         if parameters.get(self.OUTPUT_MODEL) in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
             return False, self.tr("Choose a file for the output model (…▸ Save to File…): a temporary file is "
                                   "deleted when QGIS exits, and the trained model with it.")
+        problem = raster_parameter_problem(parameters, self.INPUT_RASTERS, context)  # before QGIS's '... not found'
+        if problem:
+            return False, self.tr(problem)
         return super().checkParameterValues(parameters, context)
 
     def _labels(self, parameters, context, rasters, scratch, feedback) -> list[Path]:

@@ -22,14 +22,13 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from sn6_footprints.worker.client import WorkerCancelled, WorkerError, run_worker
 from sn6_footprints.worker.environment import worker_environ
 from tests.helpers.models import boxes_scene, write_raster
+from tests.helpers.plugins import install_plugin, qgis_process
 from tests.matrix.conftest import (BOXES, FAST, FAST_PARAMS, REPO_ROOT, assert_untouched, cli_environ,
                                    scratch_folders, take_snapshot, worker_children)
 
 pytestmark = pytest.mark.timeout(300)
 NOBODY = 65534
 UNSAFE_ADVICE = "weights_only=False"
-VALIDATION = pytest.mark.xfail(strict=True, reason="owned by validation (a folder given as raster is named as such, "
-                                                   "not 'not found'); lands in this session")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -421,7 +420,7 @@ def test_cli_broken_raster_is_one_line_exit_2(request, case, model, tmp_path, pr
     assert_untouched(snap)
 
 
-@pytest.mark.parametrize("case", [pytest.param("directory", marks=VALIDATION), "truncated"])
+@pytest.mark.parametrize("case", ["directory", "truncated"])
 def test_algorithm_broken_raster_is_one_line(request, run_alg, case, model, tmp_path):
     fixture, _ = BROKEN_RASTERS[case]
     raster = request.getfixturevalue(fixture)
@@ -483,10 +482,7 @@ def test_algorithm_refuses_a_bad_model_file_in_one_line(request, run_alg, scene,
 @pytest.fixture(scope="module")
 def installed_plugins(tmp_path_factory):
     """The plugin folder as `make install-plugin` lays it out, for scripts/qgis_process.sh."""
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True,
-                   capture_output=True)
-    return build / "plugins"
+    return install_plugin(tmp_path_factory)
 
 
 def test_qgis_process_refuses_a_malicious_pickle_and_leaves_no_profile(installed_plugins, scene, evil_model,
@@ -494,11 +490,8 @@ def test_qgis_process_refuses_a_malicious_pickle_and_leaves_no_profile(installed
     model, marker = evil_model
     output = tmp_path / "out.gpkg"
     env = {key: value for key, value in cli_environ(private_tmp).items() if key != "PYTHONPATH"}
-    env["SN6_PLUGINS_DIR"] = str(installed_plugins)
-    completed = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints", "--",
-         f"INPUT={scene}", f"MODEL={model}", f"OUTPUT={output}", "TILE_SIZE=64", "OVERLAP=0"],
-        capture_output=True, text=True, timeout=300, env=env, check=False)
+    completed = qgis_process(installed_plugins, "run", "sn6_footprints:extract_footprints", "--", f"INPUT={scene}",
+                             f"MODEL={model}", f"OUTPUT={output}", "TILE_SIZE=64", "OVERLAP=0", env=env)
     assert completed.returncode != 0
     assert "is not a plain weights file" in completed.stdout + completed.stderr
     assert not marker.exists()

@@ -7,7 +7,6 @@ under ``RLIMIT_FSIZE`` (SIGXFSZ ignored, so writes fail with EFBIG; runs as any 
 way) and a small tmpfs (ENOSPC; needs mount rights, else skipped)."""
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from sn6_footprints.core.feedback import Cancelled, Feedback
 from sn6_footprints.core.vector_io import write_footprints
 from tests.helpers.models import boxes_scene, write_raster
 from tests.helpers.mounts import tmpfs
+from tests.helpers.plugins import install_plugin, qgis_process
 from tests.matrix.conftest import FAST, FAST_PARAMS, REPO_ROOT, assert_untouched, cli_environ, take_snapshot
 
 ALG = "extract_footprints"
@@ -363,17 +363,13 @@ def test_processing_score_refuses_an_output_that_is_the_truth(run_alg, truth, tm
 @pytest.fixture(scope="module")
 def plugins_dir(tmp_path_factory):
     """The plugin as `make install-plugin` lays it out, for scripts/qgis_process.sh."""
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True, capture_output=True)
-    return build / "plugins"
+    return install_plugin(tmp_path_factory)
 
 
 def test_qgis_process_disk_full_exits_non_zero_and_leaves_no_file(plugins_dir, scene, model, tmp_path):
     with tmpfs(tmp_path / "full", size="64k") as folder:
-        completed = subprocess.run(
-            [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints", "--",
-             f"INPUT={scene}", f"MODEL={model}", f"OUTPUT={folder / 'fp.gpkg'}", "TILE_SIZE=64", "OVERLAP=0"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(plugins_dir)})
+        completed = qgis_process(plugins_dir, "run", "sn6_footprints:extract_footprints", "--", f"INPUT={scene}",
+                                 f"MODEL={model}", f"OUTPUT={folder / 'fp.gpkg'}", "TILE_SIZE=64", "OVERLAP=0")
         assert completed.returncode != 0, completed.stdout
         assert "No space left on device while writing" in completed.stdout + completed.stderr
         assert list(folder.iterdir()) == []

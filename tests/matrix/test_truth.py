@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,8 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsVectorLa
 
 from sn6_footprints.core.vector_io import reproject, write_footprints
 from tests.helpers.models import TRANSFORM, boxes_scene, write_raster
-from tests.matrix.conftest import (BOXES, FAST, FAST_PARAMS, REPO_ROOT, SCENE_SIZE, assert_untouched, box_polygons,
+from tests.helpers.plugins import install_plugin, qgis_process
+from tests.matrix.conftest import (BOXES, FAST, FAST_PARAMS, SCENE_SIZE, assert_untouched, box_polygons,
                                    scratch_folders)
 
 FIX = "not polygons: choose the building footprint polygons"
@@ -403,15 +402,7 @@ def test_processing_train_refuses_point_and_empty_labels_before_training(case, m
 
 @pytest.fixture(scope="module")
 def installed_plugins(tmp_path_factory):
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True, capture_output=True)
-    return build / "plugins"
-
-
-def qgis_process(plugins, *arguments) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO_ROOT / "scripts" / "qgis_process.sh"), *map(str, arguments)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "SN6_PLUGINS_DIR": str(plugins)})
+    return install_plugin(tmp_path_factory)
 
 
 def test_qgis_process_refuses_point_truth_and_scores_repaired_bowties(installed_plugins, model, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
+from tests.helpers.plugins import install_plugin, qgis_process
 from tests.matrix.conftest import BOXES, FAST, FAST_PARAMS, REPO_ROOT, SCENE_SIZE, assert_untouched, take_snapshot
 
 MODEL_LINE = "Model: UNet11"
@@ -347,10 +348,9 @@ ALG_CASES = [
     ("tile-32", {"TILE_SIZE": 32}, "at least 64; use 64"),
     ("batch-0", {"BATCH_SIZE": 0}, "BATCH_SIZE"),
     ("raster-truncated", {"INPUT": "{make:truncated.tif}"}, "truncated.tif is not a readable raster"),
-    pytest.param({"INPUT": "{make:text.tif}"}, "text.tif is not a readable raster", id="raster-not-a-raster",
-                 marks=pytest.mark.xfail(strict=True, reason="processing_provider/extract_footprints.py still "
-                                         "reports QGIS's invalidRasterError ('... not found') for a file that "
-                                         "exists but is no raster (issue 11 item 6)")),
+    ("raster-not-a-raster", {"INPUT": "{make:text.tif}"},
+     "text.tif is not a readable raster (GDAL: not recognized as a supported file format): choose a GeoTIFF"),
+    ("raster-folder", {"INPUT": "{make:a_folder}"}, "a_folder is a folder, not a raster: choose the SAR GeoTIFF"),
     ("raster-two-bands", {"INPUT": "{make:two_bands.tif}"}, "has 2 band(s) but the model expects 4"),
     ("model-missing", {"MODEL": "{dir}/nope.pt"}, "Model file not found"),
     ("model-folder", {"MODEL": "{make:a_folder}"}, "Incorrect parameter value for MODEL"),
@@ -414,11 +414,7 @@ def test_validation_tile_multiple_is_the_models():
 @pytest.fixture(scope="module")
 def plugins_dir(tmp_path_factory):
     """The plugin as `make install-plugin` lays it out, for scripts/qgis_process.sh."""
-    import subprocess
-
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True, capture_output=True)
-    return build / "plugins"
+    return install_plugin(tmp_path_factory)
 
 
 QGIS_PROCESS_CASES = [
@@ -431,18 +427,14 @@ QGIS_PROCESS_CASES = [
 
 @pytest.mark.parametrize("extra, fragment", [c[1:] for c in QGIS_PROCESS_CASES], ids=[c[0] for c in QGIS_PROCESS_CASES])
 def test_qgis_process_refuses_before_any_work(plugins_dir, tmp_path, scene, model, extra, fragment):
-    import subprocess
-
     values = {"INPUT": str(scene), "MODEL": str(model), "OUTPUT": str(tmp_path / "out.gpkg"), "TILE_SIZE": "64",
               "OVERLAP": "0"}
     for item in extra:
         key, value = item.split("=", 1)
         values[key] = str(make(value[len("{make:"):-1], tmp_path, scene)) if value.startswith("{make:") else value
     before = take_snapshot([scene, model])
-    completed = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints", "--",
-         *[f"{key}={value}" for key, value in values.items()]],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(plugins_dir)})
+    completed = qgis_process(plugins_dir, "run", "sn6_footprints:extract_footprints", "--",
+                             *[f"{key}={value}" for key, value in values.items()])
     text = completed.stdout + completed.stderr
     assert completed.returncode != 0 and fragment in text, text[-3000:]
     assert MODEL_LINE not in text and "Traceback" not in text and UNSAFE_ADVICE not in text

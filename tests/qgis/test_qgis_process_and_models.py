@@ -15,6 +15,7 @@ from qgis.core import QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgori
 
 from tests.conftest import REPO_ROOT
 from tests.helpers.models import boxes_scene, write_raster
+from tests.helpers.plugins import install_plugin, qgis_process
 
 BOXES = [(10, 10, 40, 40), (60, 100, 90, 150)]
 
@@ -22,10 +23,7 @@ BOXES = [(10, 10, 40, 40), (60, 100, 90, 150)]
 @pytest.fixture(scope="module")
 def installed_plugins(tmp_path_factory):
     """The plugin folder as `make install-plugin` lays it out, in a temporary build dir."""
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(["make", "-s", "install-plugin", f"BUILD={build}"], cwd=REPO_ROOT, check=True,
-                   capture_output=True)
-    return build / "plugins"
+    return install_plugin(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -84,19 +82,15 @@ def test_plain_qgis_process_loads_the_zip_plugin_and_runs_after_the_headless_ins
 
 def test_qgis_process_script_leaves_no_profile_behind(installed_plugins, tmp_path):
     """scripts/qgis_process.sh removes its throw-away profile (it used to exec past its trap)."""
-    env = {**os.environ, "SN6_PLUGINS_DIR": str(installed_plugins), "TMPDIR": str(tmp_path)}
-    completed = subprocess.run([str(REPO_ROOT / "scripts" / "qgis_process.sh"), "list"], capture_output=True,
-                               text=True, timeout=300, env=env)
+    completed = qgis_process(installed_plugins, "list", env={**os.environ, "TMPDIR": str(tmp_path)})
     assert completed.returncode == 0 and "sn6_footprints:extract_footprints" in completed.stdout
     assert list(tmp_path.glob("sn6-qgis-home-*")) == []
 
 
 def test_qgis_process_reports_a_bad_band_count_clearly(installed_plugins, threshold_model_path, tmp_path):
     raster = write_raster(tmp_path / "two.tif", boxes_scene(64, 64, BOXES[:1], bands=2))
-    completed = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "qgis_process.sh"), "run", "sn6_footprints:extract_footprints",
-         "--", f"INPUT={raster}", f"MODEL={threshold_model_path}", f"OUTPUT={tmp_path / 'o.gpkg'}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "SN6_PLUGINS_DIR": str(installed_plugins)})
+    completed = qgis_process(installed_plugins, "run", "sn6_footprints:extract_footprints", "--", f"INPUT={raster}",
+                             f"MODEL={threshold_model_path}", f"OUTPUT={tmp_path / 'o.gpkg'}")
     assert completed.returncode != 0
     assert "2 band(s) but the model expects 4" in completed.stdout + completed.stderr
 
