@@ -12,10 +12,11 @@ import pytest
 
 
 @contextmanager
-def tmpfs(path: Path, size: str = "64k", read_only: bool = False):
-    """``path`` as a fresh tmpfs of ``size`` (read-only when asked), unmounted afterwards."""
+def tmpfs(path: Path, size: str = "64k", read_only: bool = False, mode: str | None = None):
+    """``path`` as a fresh tmpfs of ``size`` (read-only when asked; ``mode`` e.g. "1777" so
+    an unprivileged child can write), unmounted afterwards."""
     path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "") + (f",mode={mode}" if mode else "")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],  # fixed tool, no shell
                              capture_output=True, text=True, check=False)
     if mounted.returncode != 0:

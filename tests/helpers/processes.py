@@ -20,3 +20,23 @@ def worker_children() -> list[int]:
         if parent == os.getpid() and b"--events" in command:
             pids.append(int(entry))
     return pids
+
+
+def kill_worker_at_first_progress():
+    """A ``QgsProcessingFeedback`` that kills the worker (as an out-of-memory killer or a crash
+    of torch would) once it reports progress; imported lazily so the core tests need no QGIS."""
+    import signal
+
+    from qgis.core import QgsProcessingFeedback
+
+    class KillWorkerAtFirstProgress(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.progressChanged.connect(self._on_progress)
+
+        def _on_progress(self, value):
+            if value > 0:
+                for pid in worker_children():
+                    os.kill(pid, signal.SIGKILL)
+
+    return KillWorkerAtFirstProgress()

@@ -22,7 +22,9 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from sn6_footprints.worker.client import WorkerCancelled, WorkerError, run_worker
 from sn6_footprints.worker.environment import worker_environ
 from tests.helpers.models import boxes_scene, write_raster
+from tests.helpers.mounts import tmpfs
 from tests.helpers.plugins import install_plugin, qgis_process
+from tests.helpers.processes import kill_worker_at_first_progress
 from tests.matrix.conftest import (BOXES, FAST, FAST_PARAMS, REPO_ROOT, assert_untouched, cli_environ,
                                    scratch_folders, take_snapshot, worker_children)
 
@@ -108,18 +110,9 @@ def as_nobody():
     os.setuid(NOBODY)
 
 
-@contextlib.contextmanager
 def small_tmpfs(path: Path, size: str = "1m"):
-    """A tmpfs of ``size`` mounted at ``path`` (root and CAP_SYS_ADMIN needed; else skip)."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(path)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (as an ordinary root process in CI): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+    """A tmpfs of ``size`` at ``path`` that any user may write (skips where mounting is refused)."""
+    return tmpfs(path, size, mode="1777")
 
 
 def fill(folder: Path, leave: int = 0) -> Path:
@@ -138,19 +131,6 @@ def fill(folder: Path, leave: int = 0) -> Path:
     if leave:
         os.truncate(filler, filler.stat().st_size - leave)
     return filler
-
-
-class KillWorkerAtFirstProgress(QgsProcessingFeedback):
-    """Kills the worker process (as an out-of-memory killer or a crash of torch would)."""
-
-    def __init__(self):
-        super().__init__()
-        self.progressChanged.connect(self._on_progress)
-
-    def _on_progress(self, value):
-        if value > 0:
-            for pid in worker_children():
-                os.kill(pid, signal.SIGKILL)
 
 
 class CancelAt(QgsProcessingFeedback):
@@ -298,7 +278,7 @@ def test_algorithm_with_its_worker_killed_fails_clearly_and_cleans_up(run_alg, b
     params = {"INPUT": str(big_scene), "MODEL": str(model), "OUTPUT": str(output), "BATCH_SIZE": 1, **FAST_PARAMS}
     with pytest.raises(QgsProcessingException, match=r"worker process stopped unexpectedly \(exit code -9, "
                                                      r"killed by SIGKILL\)") as caught:
-        run_alg("extract_footprints", params, feedback=KillWorkerAtFirstProgress())
+        run_alg("extract_footprints", params, feedback=kill_worker_at_first_progress())
     assert "\n" not in str(caught.value)
     assert_no_output(output)
     assert scratch_folders() == [] and worker_children() == []

@@ -1,8 +1,6 @@
 """The extraction algorithm in real QGIS: registry, processing.run, errors, cancellation."""
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ from affine import Affine
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils, QgsVectorLayer
 
 from tests.helpers.models import boxes_scene, write_raster
-from tests.helpers.processes import worker_children
+from tests.helpers.processes import kill_worker_at_first_progress, worker_children
 
 ALG = "sn6_footprints:extract_footprints"
 SKEWED = Affine(0.5, 0.1, 594000.0, 0.05, -0.5, 5750000.0)
@@ -129,25 +127,12 @@ def test_cancel_through_the_feedback_stops_and_writes_nothing(plugin, tmp_path, 
     assert worker_children() == []
 
 
-class KillWorkerAtFirstProgress(QgsProcessingFeedback):
-    """Kills the worker process (as an out-of-memory killer or a crash of torch would)."""
-
-    def __init__(self):
-        super().__init__()
-        self.progressChanged.connect(self._on_progress)
-
-    def _on_progress(self, value):
-        if value > 0:
-            for pid in worker_children():
-                os.kill(pid, signal.SIGKILL)
-
-
 def test_a_worker_that_dies_is_a_clear_error_and_qgis_carries_on(plugin, tmp_path, threshold_model_path):
     big = write_raster(tmp_path / "big.tif", boxes_scene(1024, 1024, BOXES))
     parameters = {"INPUT": str(big), "MODEL": str(threshold_model_path), "OUTPUT": str(tmp_path / "out.gpkg"),
                   "TILE_SIZE": 64, "OVERLAP": 0, "BATCH_SIZE": 1}
     with pytest.raises(QgsProcessingException, match=r"worker process stopped unexpectedly \(exit code -9"):
-        processing.run(ALG, parameters, feedback=KillWorkerAtFirstProgress())
+        processing.run(ALG, parameters, feedback=kill_worker_at_first_progress())
     assert not (tmp_path / "out.gpkg").exists()
     assert list(Path(QgsProcessingUtils.tempFolder()).glob("sn6-footprints-*")) == []
 
