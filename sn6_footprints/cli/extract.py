@@ -58,7 +58,7 @@ def run(args) -> int:
         threshold=args.threshold, min_area_m2=args.min_area, simplify_map_units=args.simplify,
         rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average])
     result = extract_footprints(args.raster, options, args.feedback)
-    write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt)
+    write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
     if args.truth:

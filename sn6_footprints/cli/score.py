@@ -124,11 +124,13 @@ def write_score_outputs(args, report, truth, proposals, crs) -> None:
     if args.scored_proposals:
         write_footprints(args.scored_proposals, proposals.geometries, {
             "source_fid": list(proposals.feature_ids), "status": list(report.proposal_status),
-            "iou": [float(v) for v in report.proposal_iou], "truth_fid": list(report.proposal_match)}, crs)
+            "iou": [float(v) for v in report.proposal_iou], "truth_fid": list(report.proposal_match)}, crs,
+            layer_name="scored_proposals", feedback=args.feedback)
     if args.missed:
         missed = [i for i, status in enumerate(report.truth_status) if status == "FN"]
         write_footprints(args.missed, [truth.geometries[i] for i in missed], {
             "source_fid": [truth.feature_ids[i] for i in missed],
-            "best_iou": [float(report.truth_iou[i]) for i in missed]}, crs)
+            "best_iou": [float(report.truth_iou[i]) for i in missed]}, crs,
+            layer_name="missed_buildings", feedback=args.feedback)
     if args.html:
         Path(args.html).write_text(score_html(report, "SpaceNet F1 of building footprints"), encoding="utf-8")
