@@ -31,6 +31,7 @@ with warnings.catch_warnings():
     import pyogrio.raw
     from pyogrio.errors import DataLayerError, DataSourceError, FeatureError
 
+GPKG_VERSION = {"VERSION": "1.2"}  # readable without warnings by every GDAL QGIS 3.22+ ships
 DRIVERS_BY_SUFFIX = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON",
                      ".shp": "ESRI Shapefile", ".fgb": "FlatGeobuf"}
 
@@ -205,15 +206,19 @@ def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict
             try:
                 if kept_layers:  # the user's GeoPackage with its other layers: a copy gets the new layer
                     shutil.copy2(path, tmp_path)
-                # NaN stays a value and only None is null; polygons stay polygons in a MultiPolygon
-                # layer (no promotion), as with OGR's own bindings before. No CRS is allowed: pixel-space
-                # and unknown-CRS layers are written as such, without pyogrio's warning.
+                # NaN stays a value and only None is null; in a MultiPolygon layer every polygon is
+                # written as a one-part MultiPolygon (a conformant GeoPackage, no GDAL warning). New
+                # GeoPackages are version 1.2, which QGIS 3.22's GDAL 3.6 reads without a warning (the
+                # wheels' GDAL would write 1.4). No CRS is allowed: pixel-space and unknown-CRS layers
+                # are written as such, without pyogrio's warning.
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
                     pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
                                       field_mask=[missing for _, missing in columns], layer=layer_name,
                                       driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
-                                      promote_to_multi=False, nan_as_null=False)
+                                      promote_to_multi=geometry_type == "MultiPolygon", nan_as_null=False,
+                                      dataset_options=GPKG_VERSION if driver_name == "GPKG" and not kept_layers
+                                      else None)
                 problem = _written_problem(tmp_path, driver_name, layer_name, len(geometries), kept_layers)
             except (OSError, RuntimeError) as exc:  # pyogrio's errors are RuntimeErrors
                 raise OutputWriteError(write_error_message(path, exc)) from exc
