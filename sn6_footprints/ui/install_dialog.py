@@ -19,13 +19,11 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QHBoxLayo
                                  QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout)
 
 from ..worker import protocol
+from ..worker.environment import install_log_path, package_root, plugin_data_dir, worker_environ
 
 LOG_TAG = "SN6 Footprints"
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
-"""The folder that holds the ``sn6_footprints`` package: the installer's ``PYTHONPATH``."""
 KILL_AFTER_MS = 3000
 """Cancel asks the installer to stop (SIGTERM), and kills it if it is still running then."""
-CUDA_CHOICES = ("auto", "cpu")
 
 
 def installer_arguments(profile_dir, env_dir: str = "", cuda: str = "auto", *flags: str) -> list[str]:
@@ -41,20 +39,10 @@ def installer_arguments(profile_dir, env_dir: str = "", cuda: str = "auto", *fla
 def installer_environment() -> QProcessEnvironment:
     """QGIS's environment without what points a Python or GDAL at QGIS's own installation,
     and the plugin's parent folder as the only ``PYTHONPATH`` (the worker's environment)."""
-    from ..worker.environment import worker_environ
-
     environment = QProcessEnvironment()
     for name, value in worker_environ().items():
         environment.insert(name, value)
-    environment.insert("PYTHONPATH", str(PACKAGE_PARENT))
     return environment
-
-
-def _first(mapping: dict, *keys, default=None):
-    for key in keys:
-        if isinstance(mapping, dict) and mapping.get(key) not in (None, ""):
-            return mapping[key]
-    return default
 
 
 class InstallDialog(QDialog):
@@ -174,7 +162,7 @@ class InstallDialog(QDialog):
         self._stderr = ""
         process = QProcess(self)
         process.setProcessEnvironment(installer_environment())
-        process.setWorkingDirectory(str(PACKAGE_PARENT))
+        process.setWorkingDirectory(str(package_root()))
         process.readyReadStandardOutput.connect(self._read_stdout)
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(on_finished)
@@ -382,13 +370,6 @@ class InstallDialog(QDialog):
         elif kind == "error":
             self.error_message = str(event.get("message", ""))
             self._log(self.tr("Error: ") + self.error_message)
-            self._note_log_path(event)
-
-    def _note_log_path(self, event: dict):
-        for source in (event, event.get("data") if isinstance(event.get("data"), dict) else {}):
-            path = _first(source, "log", "log_path", "log_file")
-            if path:
-                self.log_path = Path(str(path))
 
     def _install_finished(self, exit_code, exit_status):
         self._drain()
@@ -403,7 +384,8 @@ class InstallDialog(QDialog):
             self.state = "succeeded"
             self.progress_bar.setRange(0, 100)
             self.progress_bar.setValue(100)
-            where = _first(self.result or {}, "python", "env", default="")
+            result = self.result or {}
+            where = result.get("python") or result.get("env")
             message = self.tr("Dependencies installed and verified. The SN6 Footprints algorithms are ready.")
             if where:
                 message += " " + self.tr("Worker Python: {0}").format(where)
@@ -482,16 +464,14 @@ class InstallDialog(QDialog):
         return "\n".join(self._log_lines)
 
     def _write_log(self) -> Path | None:
-        """The installer's own log when it wrote one (named in an event, or its usual place
+        """The installer's own log when it wrote one (named in the plan, or its usual place
         in the profile), else the dialog's log pane written next to the installer's record."""
-        from ..worker.environment import install_log_path, plugin_data_dir
-
         for path in (self.log_path, install_log_path(self.profile_dir)):
             if path is not None and Path(path).is_file():
                 self.log_path = Path(path)
                 return self.log_path
         try:
-            path = Path(plugin_data_dir(self.profile_dir)) / "install-dialog.log"
+            path = plugin_data_dir(self.profile_dir) / "install-dialog.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(self.log_text() + "\n", encoding="utf-8")
         except OSError as error:
