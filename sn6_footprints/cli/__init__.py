@@ -18,10 +18,11 @@ import importlib
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import traceback
+
+from ..output_safety import terminate_raises
 
 COMMANDS = ("extract", "score", "simulate", "train")
 EXIT_USAGE = 2
@@ -92,11 +93,7 @@ def finish(args, summary: dict, text: str | None = None) -> int:
 def _feedback(args):
     from ..core.feedback import EventFeedback, PrintFeedback
 
-    if not args.events:
-        return PrintFeedback(quiet=getattr(args, "quiet", False))
-    feedback = EventFeedback()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: feedback.cancel())
-    return feedback
+    return EventFeedback() if args.events else PrintFeedback(quiet=getattr(args, "quiet", False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args.feedback = _feedback(args)
     try:
-        return args.run(args) or 0
+        with terminate_raises(Cancelled):  # SIGTERM cancels: the core's finally blocks clean up
+            return args.run(args) or 0
     except (CliError, ValueError, FileNotFoundError) as exc:
         message = one_line(exc) or type(exc).__name__
         if args.events:

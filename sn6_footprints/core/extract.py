@@ -17,8 +17,8 @@ import rasterio
 
 from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
-from ..output_safety import OutputWriteError, terminate_raises
-from .feedback import Cancelled, Feedback, SubFeedback
+from ..output_safety import OutputWriteError
+from .feedback import Feedback, SubFeedback
 from .inference import Predictor, ProbabilityWriteError, TilingOptions, predict_probabilities
 from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
 from .settings import ModelSettings
@@ -102,14 +102,10 @@ def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
 
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
                        feedback: Feedback | None = None) -> ExtractionResult:
-    """Run the model over ``raster_path`` tile by tile and return the footprints. SIGTERM (when
-    nobody else handles it) cancels like the feedback does, so the temporary probability raster
-    is removed on every way out."""
-    with terminate_raises(Cancelled):
-        return _extract_footprints(raster_path, options, feedback or Feedback())
-
-
-def _extract_footprints(raster_path, options: ExtractionOptions, feedback: Feedback) -> ExtractionResult:
+    """Run the model over ``raster_path`` tile by tile and return the footprints. The temporary
+    probability raster is removed on every way out, a :class:`Cancelled` raised by a signal
+    handler of the caller's included (the CLI makes SIGTERM one)."""
+    feedback = feedback or Feedback()
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model, settings = load_model(options.model_path or bundled_model_path())

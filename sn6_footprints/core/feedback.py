@@ -57,12 +57,11 @@ class PrintFeedback(Feedback):
 
 class EventFeedback(Feedback):
     """Feedback for the worker process: every report is one event line on stdout (the
-    protocol in ``sn6_footprints.worker.protocol``); ``cancel()`` is called from the SIGTERM
-    handler, and the core stops at its next check."""
+    protocol in ``sn6_footprints.worker.protocol``). The caller cancels with SIGTERM, which
+    the CLI turns into :class:`Cancelled`."""
 
     def __init__(self, stream=None):
         self._stream = stream
-        self._cancelled = False
         self._last_percent = -1.0
 
     def set_progress(self, percent: float) -> None:
@@ -76,12 +75,6 @@ class EventFeedback(Feedback):
 
     def warning(self, message: str) -> None:
         self._emit("warning", message=message)
-
-    def cancel(self) -> None:
-        self._cancelled = True
-
-    def is_cancelled(self) -> bool:
-        return self._cancelled
 
     def _emit(self, event: str, **fields) -> None:
         from ..worker.protocol import emit

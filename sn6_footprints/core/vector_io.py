@@ -177,11 +177,11 @@ def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict
 
     Complete or absent: the file is written under a temporary name in the target folder, reopened
     and its features counted, and only then moved into place; a failed, cancelled (``feedback``'s
-    cancel, or SIGTERM) or interrupted write removes what it made. An existing file is replaced,
+    cancel, or a :class:`Cancelled` from the CLI's SIGTERM handler) or interrupted write removes
+    what it made. An existing file is replaced,
     except an existing GeoPackage: there only the layer ``layer_name`` is added or replaced and its
     other layers are kept. A full disk, a file size limit or a denied permission is one line."""
-    from ..output_safety import OutputWriteError, geopackage_layers, terminate_raises, write_error_message
-    from .feedback import Cancelled
+    from ..output_safety import OutputWriteError, geopackage_layers, write_error_message
 
     path = Path(path)
     driver_name = DRIVERS_BY_SUFFIX.get(path.suffix.lower())
@@ -196,40 +196,39 @@ def write_footprints(path: str | os.PathLike, geometries: list, attributes: dict
                      else "Polygon")
     kept_layers = ([name for name in geopackage_layers(path) or [] if name != layer_name]
                    if driver_name == "GPKG" else [])
-    with terminate_raises(Cancelled):
+    try:
+        tmp_dir = tempfile.mkdtemp(prefix=".sn6-", dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(write_error_message(path, exc)) from exc
+    tmp_path = Path(tmp_dir) / path.name
+    try:
         try:
-            tmp_dir = tempfile.mkdtemp(prefix=".sn6-", dir=path.parent)
-        except OSError as exc:
+            if kept_layers:  # the user's GeoPackage with its other layers: a copy gets the new layer
+                shutil.copy2(path, tmp_path)
+            # NaN stays a value and only None is null; in a MultiPolygon layer every polygon is
+            # written as a one-part MultiPolygon (a conformant GeoPackage, no GDAL warning). New
+            # GeoPackages are version 1.2, which QGIS 3.22's GDAL 3.6 reads without a warning (the
+            # wheels' GDAL would write 1.4). No CRS is allowed: pixel-space and unknown-CRS layers
+            # are written as such, without pyogrio's warning.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
+                                  field_mask=[missing for _, missing in columns], layer=layer_name,
+                                  driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
+                                  promote_to_multi=geometry_type == "MultiPolygon", nan_as_null=False,
+                                  dataset_options=GPKG_VERSION if driver_name == "GPKG" and not kept_layers
+                                  else None)
+            problem = _written_problem(tmp_path, driver_name, layer_name, len(geometries), kept_layers)
+        except (OSError, RuntimeError) as exc:  # pyogrio's errors are RuntimeErrors
             raise OutputWriteError(write_error_message(path, exc)) from exc
-        tmp_path = Path(tmp_dir) / path.name
-        try:
-            try:
-                if kept_layers:  # the user's GeoPackage with its other layers: a copy gets the new layer
-                    shutil.copy2(path, tmp_path)
-                # NaN stays a value and only None is null; in a MultiPolygon layer every polygon is
-                # written as a one-part MultiPolygon (a conformant GeoPackage, no GDAL warning). New
-                # GeoPackages are version 1.2, which QGIS 3.22's GDAL 3.6 reads without a warning (the
-                # wheels' GDAL would write 1.4). No CRS is allowed: pixel-space and unknown-CRS layers
-                # are written as such, without pyogrio's warning.
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-                    pyogrio.raw.write(str(tmp_path), wkb, [values for values, _ in columns], list(attributes),
-                                      field_mask=[missing for _, missing in columns], layer=layer_name,
-                                      driver=driver_name, geometry_type=geometry_type, crs=crs_wkt(crs),
-                                      promote_to_multi=geometry_type == "MultiPolygon", nan_as_null=False,
-                                      dataset_options=GPKG_VERSION if driver_name == "GPKG" and not kept_layers
-                                      else None)
-                problem = _written_problem(tmp_path, driver_name, layer_name, len(geometries), kept_layers)
-            except (OSError, RuntimeError) as exc:  # pyogrio's errors are RuntimeErrors
-                raise OutputWriteError(write_error_message(path, exc)) from exc
-            if problem:
-                raise OutputWriteError(write_error_message(path, problem))
-            if feedback is not None:
-                feedback.check_cancelled()
-            for produced in Path(tmp_dir).iterdir():  # shapefiles are several files
-                os.replace(produced, path.parent / produced.name)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+        if problem:
+            raise OutputWriteError(write_error_message(path, problem))
+        if feedback is not None:
+            feedback.check_cancelled()
+        for produced in Path(tmp_dir).iterdir():  # shapefiles are several files
+            os.replace(produced, path.parent / produced.name)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 

@@ -273,13 +273,15 @@ SIGTERM_WRITE_CHILD = textwrap.dedent("""
     import pyogrio.raw, shapely
     from sn6_footprints.core.feedback import Cancelled
     from sn6_footprints.core.vector_io import write_footprints
+    from sn6_footprints.output_safety import terminate_raises
     real = pyogrio.raw.write
     def write_then_terminated(*args, **kwargs):
         real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the temporary file exists
     pyogrio.raw.write = write_then_terminated
     try:
-        write_footprints(sys.argv[1], [shapely.box(0, 0, 1, 1)], {"id": [1]}, "EPSG:32631")
+        with terminate_raises(Cancelled):  # as the CLI runs every command
+            write_footprints(sys.argv[1], [shapely.box(0, 0, 1, 1)], {"id": [1]}, "EPSG:32631")
     except Cancelled:
         sys.exit(130)
 """)
