@@ -116,8 +116,13 @@ def export_source(source, path: Path, crs: QgsCoordinateReferenceSystem, context
         out = QgsFeature(out_fields)
         out.setGeometry(feature.geometry())
         out.setAttributes([feature.id()] + [feature[field] for field in fields.values()])
-        writer.addFeature(out)
-    del writer  # flush and close
+        if not writer.addFeature(out):  # a full scratch disk: never hand the worker part of a layer
+            problem = writer.errorMessage() or "a feature could not be added"
+            del writer
+            raise QgsProcessingException(tr(write_error_message(path, problem)))
+    if not writer.flushBuffer():
+        raise QgsProcessingException(tr(write_error_message(path, writer.errorMessage() or "flush failed")))
+    del writer  # close
     return path
 
 
