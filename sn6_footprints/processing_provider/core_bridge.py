@@ -239,6 +239,8 @@ class _ResultFile:
             variant = _OGR_FIELD_TYPES.get(type_name, QVariant.String)
             self.fields.append(QgsField(field.GetName(), variant, type_name, field.GetWidth(), field.GetPrecision()))
         self.count = self._layer.GetFeatureCount()
+        srs = self._layer.GetSpatialRef()
+        self.crs = QgsCoordinateReferenceSystem.fromWkt(srs.ExportToWkt()) if srs is not None else None
 
     def features(self):
         """(WKB or None, attributes) of every feature, in the file's order."""
@@ -255,6 +257,15 @@ class _ResultFile:
     def close(self) -> None:
         self._layer = None
         self._dataset = None  # GDAL closes the file when its last reference goes
+
+
+def result_crs(path: Path, fallback: QgsCoordinateReferenceSystem) -> QgsCoordinateReferenceSystem:
+    """The CRS the worker wrote its result file in (e.g. the local UTM zone it scored in)."""
+    result = _ResultFile(path)
+    try:
+        return result.crs if result.crs is not None and result.crs.isValid() else fallback
+    finally:
+        result.close()
 
 
 def copy_into_sink(algorithm, parameters, name: str, context, path: Path, crs, feedback,

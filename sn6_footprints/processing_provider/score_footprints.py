@@ -1,17 +1,16 @@
 """Processing algorithm: Score building footprints (SpaceNet F1)."""
 from __future__ import annotations
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsVectorLayer,
-                       QgsWkbTypes)
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber, QgsWkbTypes)
 
 from ..defaults import SCORING_VARIANTS as VARIANTS
 from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
-                          run_core, scratch_folder)
+                          result_crs, run_core, scratch_folder)
 from .styling import QmlStyle
 from .truth_inputs import UncheckedSource, check_polygon_source, export_path, source_label
 
@@ -123,7 +122,7 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
                              ("--image-field", "image_id" if truth_image_field else None),
                              ("--html", html_path)])]
             report = run_core(arguments, feedback, scratch)
-            measured_crs = self._crs_of(scored, crs) if crs.isGeographic() else crs
+            measured_crs = result_crs(scored, crs) if crs.isGeographic() else crs
             if crs.isGeographic():
                 feedback.pushInfo(self.tr(f"Measured in {measured_crs.authid()} (metres): the ground truth's CRS "
                                           "is geographic."))
@@ -141,11 +140,6 @@ class ScoreFootprintsAlgorithm(Sn6Algorithm):
         self._styles = {outputs[self.OUTPUT_PROPOSALS]: "score_proposals.qml",
                         outputs[self.OUTPUT_MISSED]: "score_missed.qml"}
         return outputs
-
-    @staticmethod
-    def _crs_of(path, fallback) -> QgsCoordinateReferenceSystem:
-        layer = QgsVectorLayer(str(path), "scored", "ogr")
-        return layer.crs() if layer.isValid() and layer.crs().isValid() else fallback
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
         for layer_id, qml in getattr(self, "_styles", {}).items():
