@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsSettings
+from qgis.core import NULL, QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..defaults import DEVICE_CHOICES
@@ -105,15 +105,8 @@ def _value(key: str):
 
 
 def _text(value) -> str:
-    if value is None:
+    if value is None or value == NULL:
         return ""
-    try:
-        from qgis.core import NULL
-
-        if value == NULL:
-            return ""
-    except ImportError:  # pragma: no cover - every QGIS 3 has NULL
-        pass
     return str(value).strip()
 
 
@@ -156,16 +149,12 @@ def worker_python() -> Path | None:
     return resolve_worker_python(profile_dir(), worker_env_setting())
 
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
-"""The requirements file shipped inside the plugin; the installer records its hash."""
-
-
-def requirements_sha256(path: Path = REQUIREMENTS) -> str | None:
+def requirements_sha256() -> str | None:
     """The shipped requirements' hash as the installer records it, or None without the file."""
-    import hashlib
+    from ..install import REQUIREMENTS, file_sha256
 
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(REQUIREMENTS)
     except OSError:
         return None
 
