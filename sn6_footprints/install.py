@@ -214,9 +214,9 @@ def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     return bool(answered and answered[0])
 
 
-def _run_python(python: Path, code: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+def _run_python(python: Path, code: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(  # nosec B603
-        [str(python), "-c", code], capture_output=True, text=True, encoding="utf-8",
+        [str(python), "-c", code, *args], capture_output=True, text=True, encoding="utf-8",
         errors="replace", timeout=timeout_s, env=environment.clean_environ(),
         cwd=tempfile.gettempdir(), check=False)
 
@@ -232,9 +232,7 @@ def installed_versions(python: Path, names: list[str]) -> dict:
     if not python.is_file():
         return {}
     try:
-        completed = subprocess.run(  # nosec B603
-            [str(python), "-c", code, *names], capture_output=True, text=True, timeout=120,
-            env=environment.clean_environ(), cwd=tempfile.gettempdir(), check=False)
+        completed = _run_python(python, code, *names)
         return json.loads(completed.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return {}
