@@ -24,6 +24,7 @@ from ..output_safety import (OutputIsInputError, check_outputs_not_inputs, geopa
 from ..worker.client import WorkerCancelled, WorkerError, run_worker
 from ..worker.environment import worker_environ
 from . import settings
+from .raster_checks import is_raster_file_value
 
 CANCELLED = "Cancelled by the user; no output was written."
 
@@ -363,11 +364,7 @@ def _raster_file_value(parameters, name: str, context) -> str | None:
     """The parameter's value when it is a file path/URI not already open as a layer (in the
     project or the context), else None."""
     value = parameters.get(name)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if QgsProcessingUtils.mapLayerFromString(value, context, False, QgsProcessingUtils.LayerHint.Raster) is not None:
-        return None
-    return value
+    return value if is_raster_file_value(value, context) else None
 
 
 def raster_paths_unloaded(parameters, name: str, context) -> dict:

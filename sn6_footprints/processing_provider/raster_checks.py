@@ -49,19 +49,20 @@ def raster_file_problem(path: str) -> str | None:
     return f"{path} is not a readable raster (GDAL: {reason}): choose a GeoTIFF."
 
 
+def is_raster_file_value(item, context) -> bool:
+    """Whether a raster parameter's value is a file path/URI rather than a layer already open in
+    QGIS (the project or the context): such values are opened as files, not as layers."""
+    if not isinstance(item, str) or not item.strip():
+        return False
+    hint = QgsProcessingUtils.LayerHint.Raster
+    return QgsProcessingUtils.mapLayerFromString(item, context, False, hint) is None
+
+
 def unloaded_raster_paths(value, context) -> list[str]:
     """The file paths among a raster parameter's value(s) that are not layers already open in
-    QGIS (the project or the context): those are opened as files, so checked here."""
+    QGIS: those are opened as files, so checked here."""
     values = value if isinstance(value, (list, tuple)) else [value]
-    paths = []
-    for item in values:
-        if not isinstance(item, str) or not item.strip():
-            continue
-        hint = QgsProcessingUtils.LayerHint.Raster
-        if QgsProcessingUtils.mapLayerFromString(item, context, False, hint) is not None:
-            continue
-        paths.append(item.split("|")[0].strip())
-    return paths
+    return [item.split("|")[0].strip() for item in values if is_raster_file_value(item, context)]
 
 
 def raster_parameter_problem(parameters, name: str, context) -> str | None:
