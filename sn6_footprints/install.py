@@ -328,17 +328,14 @@ class Reporter:
 # ---------------------------------------------------------------------------- the plan
 
 
-def make_plan(args, smi_output: str | None = None, query_gpu: bool = True,
-              probe_index: bool = True) -> dict:
+def make_plan(args, probe_index: bool = True) -> dict:
     """What an install would do, changing nothing (``--plan`` prints it). ``--check`` skips
     the index probe (it downloads nothing)."""
     profile = Path(args.profile).expanduser().absolute()
     env = Path(args.env).expanduser().absolute() if args.env else environment.default_env_dir(profile)
     python = environment.env_python(env)
     env_exists = python.is_file()
-    if query_gpu and smi_output is None and args.cuda == "auto":
-        smi_output = query_nvidia_smi()
-    choice = torch_choice(args.cuda, smi_output)
+    choice = torch_choice(args.cuda, query_nvidia_smi() if args.cuda == "auto" else None)
     variant = choice["variant"]
     index_url = torch_index_url(variant, args.torch_index)
     warnings = []
