@@ -25,7 +25,7 @@ import shapely
 
 from . import vector_io
 from .feedback import Feedback
-from .truth import check_polygons, read_polygon_layer, report_repairs
+from .truth import check_polygons, is_csv, read_polygon_layer, report_repairs
 
 CSV_IMAGE_COLUMN = "ImageId"
 CSV_ID_COLUMNS = ("BuildingId", "TileBuildingId")  # SN2-5 and SN6 truth files respectively
@@ -51,10 +51,6 @@ class FootprintSource:
 
     def __len__(self) -> int:
         return len(self.geometries)
-
-
-def is_spacenet_csv(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() == ".csv"
 
 
 def _column(header: list[str], wanted: str) -> str | None:
@@ -175,7 +171,7 @@ def load_for_scoring(truth_path: str | os.PathLike, proposals_path: str | os.Pat
     for path in (truth_path, proposals_path):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} does not exist")
-    csv_sides = is_spacenet_csv(truth_path), is_spacenet_csv(proposals_path)
+    csv_sides = is_csv(truth_path), is_csv(proposals_path)
     if all(csv_sides):
         if image_field or truth_id_field or proposal_id_field or confidence_field:
             feedback.warning("field options apply to vector layers; SpaceNet CSVs use ImageId, "
