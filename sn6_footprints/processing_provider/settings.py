@@ -21,6 +21,7 @@ from qgis.core import NULL, QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..defaults import DEVICE_CHOICES
+from ..output_safety import same_file
 
 WORKER_ENV = "SN6_FOOTPRINTS_WORKER_ENV"
 DEFAULT_MODEL = "SN6_FOOTPRINTS_DEFAULT_MODEL"
@@ -159,13 +160,6 @@ def requirements_sha256() -> str | None:
         return None
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
 def setup_problem(profile=None, env_setting: str | None = None) -> str | None:
     """Whether the worker's environment is ready, from the installer's record alone (no
     subprocess, cheap enough for QGIS's start): None when ready, "missing" when there is no
@@ -180,7 +174,7 @@ def setup_problem(profile=None, env_setting: str | None = None) -> str | None:
         return "missing"
     record = read_record(profile)
     recorded = record.get("python") if record else None
-    if not recorded or not _same_file(recorded, python):
+    if not recorded or not same_file(recorded, python):
         # An environment the user chose and the installer never checked is theirs to answer
         # for; the installer's own environment without its record is not verified.
         return None if env_setting.strip() else "repair"
