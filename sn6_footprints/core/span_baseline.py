@@ -17,7 +17,7 @@ obvious physics-only rule "buildings are bright". The rule here is
    ``confidence``, so results are scored with :func:`~.extract.score_extraction` unchanged.
 
 Input scale assumption: by default the raster holds SpaceNet 6 "SAR-Intensity" values, 4 bands
-in the order HH, HV, VH, VV, 0 = nodata, which :mod:`.simulation.scale` turns into dB and then
+in the order HH, HV, VH, VV, 0 = nodata, which :mod:`.radiometry.scales` turns into dB and then
 into linear intensity. ``input_scale="db"`` reads calibrated decibels (NaN = nodata) and
 ``"linear"`` linear intensity. A raster in another product scale needs its own mapping: the
 threshold is in calibrated dB, so a wrong scale moves it.
@@ -52,7 +52,7 @@ from .extract import ExtractionResult
 from .feedback import Feedback, SubFeedback
 from .raster_windows import RasterError, RasterInfo, raster_look_direction, read_window
 from .settings import SN6_BAND_NAMES, SN6_MIN_AREA_M2, ModelSettings
-from .simulation.scale import db_from_sn6, linear_from_db
+from .radiometry.scales import db_from_sn6, linear_from_db
 from .vectorize import VectorizeOptions, vectorize_probabilities
 
 INPUT_SCALES = ("sn6-intensity", "db", "linear")

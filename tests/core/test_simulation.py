@@ -22,7 +22,7 @@ from sn6_footprints.core.simulation import (SN6_DB_GAIN, SN6_DB_OFFSET, ScenePar
                                             db_from_sn6, linear_from_db, simulate_scene, sn6_from_db)
 from sn6_footprints.core.simulation import layout as L
 from sn6_footprints.core.simulation.render import Renderer, speckle
-from sn6_footprints.core.simulation.scale import SN6_BAND_MEANS
+from sn6_footprints.core.radiometry.scales import SN6_BAND_MEANS
 from sn6_footprints.core.vector_io import read_footprints
 
 ORIGIN = (594000.0, 5750000.0)

@@ -2,13 +2,13 @@
 
 ``simulate_scene`` writes a 4-band GeoTIFF (HH, HV, VH, VV) and its footprints; the modules:
 
-* :mod:`.scale`  - SN6 SAR-Intensity <-> dB <-> linear (the one mapping, reused by display code);
+* (the scales: :mod:`..radiometry.scales`, the one mapping, reused by display code);
 * :mod:`.layout` - the deterministic world (streets, land cover, buildings, trees, clutter);
 * :mod:`.render` - side-looking geometry and radiometry of one window (layover, shadow,
   double bounce, speckle);
 * :mod:`.scene`  - blocks, nodata strip, labels and writing.
 """
-from .scale import (BANDS, SN6_DB_GAIN, SN6_DB_OFFSET, SN6_MAX, SN6_NODATA, db_from_linear, db_from_sn6,
+from ..radiometry.scales import (BANDS, SN6_DB_GAIN, SN6_DB_OFFSET, SN6_MAX, SN6_NODATA, db_from_linear, db_from_sn6,
                     linear_from_db, sn6_from_db)
 from .scene import DEFAULT_ORIGIN, SceneInfo, SceneParameters, SceneSimulator, simulate_scene
 

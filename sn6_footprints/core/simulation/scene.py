@@ -22,7 +22,7 @@ from affine import Affine
 from ..feedback import Feedback
 from . import layout as L
 from .render import BANDS, Renderer
-from .scale import SN6_DB_GAIN, SN6_DB_OFFSET, SN6_NODATA, db_from_linear, sn6_from_db
+from ..radiometry.scales import SN6_DB_GAIN, SN6_DB_OFFSET, SN6_NODATA, db_from_linear, sn6_from_db
 
 DEFAULT_ORIGIN = (594000.0, 5750000.0)   # Rotterdam harbour, UTM 31N (the SN6 area)
 MIN_LABEL_AREA_M2 = 20.0
