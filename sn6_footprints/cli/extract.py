@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import finish
+from .input_arguments import add_input_arguments, input_options
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
 
@@ -25,10 +26,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's, 0.5)")
     p.add_argument("--min-area", type=float, help="minimum building area in m² (default: the model's, 20)")
-    p.add_argument("--simplify", type=float, default=0.5, help="tolerance in map units (default 0.5)")
+    p.add_argument("--simplify", type=float, default=0.5,
+                   help="tolerance in metres on the ground, whatever the CRS (default 0.5; 0 keeps the pixel outline)")
+    add_input_arguments(p)
     p.add_argument("--rotate-180", choices=("model", "yes", "no"), default="model",
-                   help="SN6 orientation flag (default 'model': rotate when the raster's LOOK_DIRECTION tag "
-                        "is opposite to the model's look direction, else the model's setting)")
+                   help="SN6 orientation flag, set by hand: yes/no replaces the rotation the look direction gives "
+                        "(default 'model': the look direction decides, plus the model's own flag)")
     p.add_argument("--flip-average", choices=("model", "yes", "no"), default="model",
                    help="average every tile's prediction with that of its copy flipped along the look direction "
                         "(twice the compute; default 'model': the model's setting, on for the bundled model)")
@@ -44,7 +47,7 @@ def run(args) -> int:
     plan = validate_extraction(
         args.raster, args.output, model=args.model, truth=args.truth, threshold=args.threshold,
         min_area_m2=args.min_area, simplify=args.simplify, tile_size_px=args.tile_size, overlap_px=args.overlap,
-        batch_size=args.batch_size, feedback=args.feedback)
+        batch_size=args.batch_size, input_options=input_options(args), feedback=args.feedback)
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
     from ..core.inference import TilingOptions
     from ..core.truth import read_extraction_truth, scored_truth_message
@@ -55,8 +58,8 @@ def run(args) -> int:
     options = ExtractionOptions(
         model_path=args.model, device=args.device,
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
-        threshold=args.threshold, min_area_m2=args.min_area, simplify_map_units=args.simplify,
-        rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average])
+        threshold=args.threshold, min_area_m2=args.min_area, simplify_m=args.simplify,
+        rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args))
     result = extract_footprints(args.raster, options, args.feedback)
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,

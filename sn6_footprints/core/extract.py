@@ -20,7 +20,8 @@ from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputWriteError
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, ProbabilityWriteError, TilingOptions, predict_probabilities
-from .raster_windows import OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction
+from .raster_windows import RasterError, RasterInfo, look_preserving_flip_axis
+from .reading import InputOptions, plan_input
 from .settings import ModelSettings
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import load_model
@@ -35,8 +36,9 @@ class ExtractionOptions:
     tiling: TilingOptions = TilingOptions()
     threshold: float | None = None
     min_area_m2: float | None = None
-    simplify_map_units: float = 0.5
-    rotate_180: bool | None = None
+    simplify_m: float = 0.5            # metres on the ground
+    rotate_180: bool | None = None     # SN6 orientation flag, on top of the look direction; None: the model's
+    input: InputOptions = InputOptions()
     flip_average: bool | None = None  # average with a flipped copy (2x compute); None: the model's
 
 
@@ -84,16 +86,10 @@ def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
 
 
 def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
-    """Refuse inputs the model cannot read, saying what to do instead."""
+    """Refuse rasters nothing can be made of (the bands, scale and grid: :func:`.reading.plan_input`)."""
     name = Path(str(path)).name
     if info.width < 1 or info.height < 1:
         raise RasterError(f"{name} is empty (extent {info.width} x {info.height} px).")
-    if info.bands != settings.bands:
-        raise RasterError(
-            f"{name} has {info.bands} band(s) but the model expects {settings.bands} "
-            f"({', '.join(settings.band_names)}, in that order). Choose a {settings.bands}-band SAR "
-            f"raster (for example with 'Build virtual raster', one band per polarisation) or a model "
-            f"trained on {info.bands} band(s).")
     if info.crs_wkt is None:
         raise RasterError(f"{name} has no coordinate reference system, so areas in m² and the output "
                           "polygons cannot be placed. Assign its CRS (Raster ▸ Projections ▸ Assign "
@@ -115,37 +111,42 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         settings = replace(settings, min_area_m2=options.min_area_m2)
     with rasterio.open(raster_path) as dataset:
         info = RasterInfo.of(dataset)
-        raster_look = raster_look_direction(dataset)
-    rotate_180 = options.rotate_180
-    if rotate_180 is None:
+        check_raster(info, settings, raster_path)
+        plan = plan_input(dataset, settings, options.input, Path(str(raster_path)).name)
+    for line in plan.log_lines():
+        feedback.info(line)
+    if options.rotate_180 is None:   # the look direction's turns, plus the checkpoint's own 180° flag
         rotate_180 = settings.rotate_180
-        if raster_look is not None and OPPOSITE_LOOK[raster_look] == settings.look_direction:
-            rotate_180 = not rotate_180
-            feedback.info(f"The raster is {raster_look}-looking and the model {settings.look_direction}-looking: "
-                          "rotating it 180° for inference.")
-    check_raster(info, settings, raster_path)
+        turns = (plan.quarter_turns + (2 if rotate_180 else 0)) % 4
+    else:                            # the SN6 orientation flag set by hand replaces the look direction's turns
+        rotate_180 = options.rotate_180
+        turns = 2 if rotate_180 else 0
+        if turns != plan.quarter_turns:
+            feedback.info(f"Rotate 180° is set to {'yes' if rotate_180 else 'no'}: that, not the look direction, "
+                          "decides the rotation.")
     flip_average = settings.flip_average if options.flip_average is None else options.flip_average
     device = resolve_device(options.device)
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)} — "
                   f"{describe_model(options.model_path, settings)}")
     feedback.info(f"PyTorch {torch_versions()}")
-    predictor = Predictor(model, device, rotate_180=rotate_180,
+    predictor = Predictor(model, device, quarter_turns=turns,
                           flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
-    feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px, "
+    feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
+                  f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
-                  f"{', rotated 180°' if rotate_180 else ''}"
+                  f"{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
     seconds["load"] = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
             probability_path = os.path.join(scratch, "probability.tif")
             t0 = time.perf_counter()
-            predict_probabilities(raster_path, probability_path, predictor, settings, options.tiling,
-                                  SubFeedback(feedback, 0, 90))
+            grid = predict_probabilities(raster_path, probability_path, predictor, settings, plan, options.tiling,
+                                         SubFeedback(feedback, 0, 90))
             seconds["inference"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            vectorize = VectorizeOptions.for_model(settings, info, options.simplify_map_units)
-            geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
+            vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
+            geometries, attributes = vectorize_probabilities(probability_path, grid, vectorize,
                                                              SubFeedback(feedback, 90, 100))
             seconds["vectorize"] = time.perf_counter() - t0
     except ProbabilityWriteError as exc:  # told once the scratch folder is gone: the free space is the user's

@@ -24,7 +24,10 @@ from ..output_safety import OutputWriteError, write_error_message
 from .devices import autocast_dtype
 from .feedback import Feedback
 from .model import INPUT_MULTIPLE_PX, UNet11
-from .raster_windows import RasterInfo, plan_tile_rows, read_window
+from .raster_windows import plan_tile_rows
+from .reading.ground import ModelGrid
+from .reading.model_windows import ModelWindows
+from .reading.plan import InputPlan
 from .settings import ModelSettings
 
 try:
@@ -89,27 +92,29 @@ def blend_weights(height: int, width: int, overlap_px: int) -> np.ndarray:
 class Predictor:
     """Runs the model on batches of normalised tiles; returns probabilities as numpy."""
 
-    def __init__(self, model: UNet11, device: torch.device, rotate_180: bool = False,
+    def __init__(self, model: UNet11, device: torch.device, quarter_turns: int = 0,
                  flip_axis: int | None = None):
         self.device = device
         # Test-time augmentation: average with the prediction of the image flipped along this
         # axis (one that keeps the look direction), as the SN6 winners did; twice the compute.
         self.flip_axis = flip_axis
         self.model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
-        self.rotate_180 = rotate_180
+        # Counter-clockwise quarter turns that present a tile the way the model was trained
+        # (its look direction; 2 is SN6's orientation flag), undone on the probabilities.
+        self.quarter_turns = quarter_turns % 4
         self.autocast = autocast_dtype(device)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self.rotate_180:  # SN6 orientation flag: the model sees the scene rotated by 180 degrees
-            x = torch.flip(x, dims=(-2, -1))
+        if self.quarter_turns:
+            x = torch.rot90(x, self.quarter_turns, dims=(-2, -1))
         probabilities = self._probabilities(x)
         if self.flip_axis is not None:
             flipped = self._probabilities(torch.flip(x, dims=(self.flip_axis,)))
             probabilities = 0.5 * (probabilities + torch.flip(flipped, dims=(self.flip_axis,)))
-        if self.rotate_180:
-            probabilities = torch.flip(probabilities, dims=(-2, -1))
+        if self.quarter_turns:
+            probabilities = torch.rot90(probabilities, -self.quarter_turns, dims=(-2, -1))
         return probabilities[:, 0].cpu().numpy()
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +126,7 @@ class Predictor:
         return torch.sigmoid(logits.float())
 
 
-def _predict_row(dataset, info: RasterInfo, windows: list[Window], predictor: Predictor,
+def _predict_row(reader: ModelWindows, windows: list[Window], predictor: Predictor,
                  settings: ModelSettings, options: TilingOptions, feedback: Feedback):
     """Yield (window, probabilities, valid) for one row of tiles, batch by batch."""
     for start in range(0, len(windows), options.batch_size):
@@ -129,7 +134,7 @@ def _predict_row(dataset, info: RasterInfo, windows: list[Window], predictor: Pr
         chunk = windows[start:start + options.batch_size]
         tiles, valids = [], []
         for window in chunk:
-            data, valid = read_window(dataset, window, info.nodata)
+            data, valid = reader.read(window)
             tiles.append(pad_to_multiple(normalise(data, settings)))
             valids.append(valid)
         shape = tiles[0].shape
@@ -212,8 +217,10 @@ def _likely_errno(path) -> int | None:
 
 
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
-                          options: TilingOptions = TilingOptions(), feedback: Feedback | None = None) -> RasterInfo:
-    """Write the blended building probability of every pixel (0 on nodata) to a GeoTIFF.
+                          plan: InputPlan, options: TilingOptions = TilingOptions(),
+                          feedback: Feedback | None = None) -> ModelGrid:
+    """Write the blended building probability of every pixel of the plan's model grid (0 on
+    nodata) to a GeoTIFF.
 
     The write is checked: an error of any block or of the file's directory (disk full, file
     size limit), even one GDAL only logs when the file is closed, raises
@@ -222,11 +229,12 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
     options.check()
     errors = _GdalErrors()
     with rasterio.open(raster_path) as dataset:
-        info = RasterInfo.of(dataset)
-        rows = plan_tile_rows(info.width, info.height, options.tile_size_px, options.effective_overlap_px)
+        grid = plan.grid
+        reader = ModelWindows(dataset, plan)
+        rows = plan_tile_rows(grid.width, grid.height, options.tile_size_px, options.effective_overlap_px)
         total_tiles = sum(len(r) for r in rows)
-        profile = dict(driver="GTiff", width=info.width, height=info.height, count=1, dtype="float32",
-                       transform=info.transform, crs=dataset.crs, tiled=True, blockxsize=256,
+        profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
+                       transform=grid.transform, crs=dataset.crs, tiled=True, blockxsize=256,
                        blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
         done = 0
         try:
@@ -237,18 +245,18 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
         completed = False
         try:
             buffer_top = 0
-            weighted = np.zeros((0, info.width), np.float32)
-            weights = np.zeros((0, info.width), np.float32)
-            valid_any = np.zeros((0, info.width), bool)
+            weighted = np.zeros((0, grid.width), np.float32)
+            weights = np.zeros((0, grid.width), np.float32)
+            valid_any = np.zeros((0, grid.width), bool)
             for index, row in enumerate(rows):
                 row_bottom = row[0].row_off + row[0].height
                 grow = row_bottom - buffer_top - weighted.shape[0]
                 if grow > 0:
-                    weighted = np.vstack([weighted, np.zeros((grow, info.width), np.float32)])
-                    weights = np.vstack([weights, np.zeros((grow, info.width), np.float32)])
-                    valid_any = np.vstack([valid_any, np.zeros((grow, info.width), bool)])
-                for window, probability, valid in _predict_row(dataset, info, row, predictor, settings,
-                                                               options, feedback):
+                    weighted = np.vstack([weighted, np.zeros((grow, grid.width), np.float32)])
+                    weights = np.vstack([weights, np.zeros((grow, grid.width), np.float32)])
+                    valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
+                for window, probability, valid in _predict_row(reader, row, predictor, settings, options,
+                                                               feedback):
                     w = blend_weights(window.height, window.width, options.effective_overlap_px)
                     rs = slice(window.row_off - buffer_top, window.row_off - buffer_top + window.height)
                     cs = slice(window.col_off, window.col_off + window.width)
@@ -257,12 +265,12 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     valid_any[rs, cs] |= valid
                     done += 1
                     feedback.set_progress(100.0 * done / total_tiles)
-                final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else info.height
+                final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else grid.height
                 n = final_bottom - buffer_top
                 blended = np.where(valid_any[:n], weighted[:n] / np.maximum(weights[:n], 1e-12), 0.0)
                 try:
                     with errors.watching():
-                        out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, info.width, n))
+                        out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, grid.width, n))
                 except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
                     raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
                 if errors.messages:
@@ -278,11 +286,11 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     errors.messages.append(str(exc))
         if completed and errors.messages:
             raise _write_failure(probability_path, " ".join(errors.messages))
-    _check_readable(probability_path, info)
-    return info
+    _check_readable(probability_path, grid)
+    return grid
 
 
-def _check_readable(probability_path, info: RasterInfo) -> None:
+def _check_readable(probability_path, grid: ModelGrid) -> None:
     """The written probability raster opens again with the expected size (its directory is whole)."""
     errors = _GdalErrors()
     try:
@@ -290,6 +298,6 @@ def _check_readable(probability_path, info: RasterInfo) -> None:
             shape = (check.width, check.height, check.count)
     except (RasterioError, OSError) as exc:
         raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
-    if shape != (info.width, info.height, 1):
+    if shape != (grid.width, grid.height, 1):
         raise _write_failure(probability_path, f"the written raster is {shape[0]} x {shape[1]} px, "
-                                               f"not {info.width} x {info.height}")
+                                               f"not {grid.width} x {grid.height}")

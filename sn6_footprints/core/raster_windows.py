@@ -47,6 +47,11 @@ class RasterInfo:
         return math.sqrt(self.pixel_area_map_units)
 
     @property
+    def pixel_size_m(self) -> float:
+        """The side of a square ground pixel of the same area."""
+        return math.sqrt(self.pixel_area_m2)
+
+    @property
     def pixel_area_m2(self) -> float:
         """Ground area of one pixel; geographic CRSs are converted at the scene's centre."""
         if not self.is_geographic:

@@ -76,7 +76,7 @@ class SpanBaselineOptions:
     shift_m: float = 9.0            # move detections this far away from the sensor (layover)
     look_direction: str | None = None   # None: the raster's LOOK_DIRECTION tag, else north
     min_area_m2: float = SN6_MIN_AREA_M2
-    simplify_map_units: float = 0.5
+    simplify_m: float = 0.5
     tile_size_px: int = 1024
 
     def check(self) -> None:
@@ -216,7 +216,7 @@ def extract_span_baseline(raster_path, options: SpanBaselineOptions = SpanBaseli
         info = write_span_scores(raster_path, score_path, options, SubFeedback(feedback, 0, 70))
         seconds["inference"] = time.perf_counter() - started
         t0 = time.perf_counter()
-        vectorize = VectorizeOptions(SCORE_THRESHOLD, options.min_area_m2, options.simplify_map_units)
+        vectorize = VectorizeOptions(SCORE_THRESHOLD, options.min_area_m2, options.simplify_m)
         geometries, attributes = vectorize_probabilities(score_path, info, vectorize, SubFeedback(feedback, 70, 100))
         seconds["vectorize"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started

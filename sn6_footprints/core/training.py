@@ -43,6 +43,7 @@ from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preser
                              read_window)
 from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable
+from .reading import InputOptions, plan_input
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
 
@@ -559,12 +560,15 @@ class ValidationSet:
         intersection = union = 0.0
         for index, (vrt, truth, rotate_180) in enumerate(self.bands):
             sub = SubFeedback(feedback, 100.0 * index / len(self.bands), 100.0 * (index + 1) / len(self.bands))
-            predictor = Predictor(model, device, rotate_180=rotate_180)
+            predictor = Predictor(model, device, quarter_turns=2 if rotate_180 else 0)
+            with rasterio.open(vrt) as dataset:  # read as training reads it: the model's scale and look
+                plan = plan_input(dataset, settings, InputOptions(input_scale=settings.input_scale,
+                                                                  look_direction=settings.look_direction))
             with tempfile.TemporaryDirectory(prefix="sn6-validation-") as scratch:
                 probability_path = os.path.join(scratch, "probability.tif")
-                info = predict_probabilities(vrt, probability_path, predictor, settings, tiling,
+                info = predict_probabilities(vrt, probability_path, predictor, settings, plan, tiling,
                                              SubFeedback(sub, 0, 90))
-                vectorize = VectorizeOptions.for_model(settings, info, 0.5 * info.pixel_size_map_units)  # 0.5 px
+                vectorize = VectorizeOptions.for_model(settings, info, 0.5 * info.pixel_size_m)  # 0.5 px
                 geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
                                                                  SubFeedback(sub, 90, 100))
             result = ExtractionResult(geometries, attributes, info.crs_wkt, settings, "")

@@ -233,10 +233,11 @@ class ExtractionPlan:
 
     raster_info: object
     settings: object
+    input_plan: object = None   # reading.InputPlan: bands, scale, look direction and grid
 
 
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
-                        simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4,
+                        simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4, input_options=None,
                         feedback: Feedback | None = None) -> ExtractionPlan:
     """Everything ``extract`` needs, checked before the model loads (the checks that need
     torch, of the model file, last)."""
@@ -244,7 +245,7 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
 
     check_threshold(threshold)
     check_range("Minimum building area", min_area_m2, at_least=0, hint="m², e.g. 20")
-    check_range("Simplification tolerance", simplify, at_least=0, hint="map units, 0 keeps the pixel outline")
+    check_range("Simplification tolerance", simplify, at_least=0, hint="metres, 0 keeps the pixel outline")
     check_tiling(tile_size_px, overlap_px, batch_size, feedback)
     info = check_raster(raster)
     if truth is not None and str(truth) != "":
@@ -256,9 +257,21 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
     from .extract import check_raster as check_raster_for_model
 
     check_raster_for_model(info, settings, raster)
+    input_plan = check_input_plan(raster, settings, input_options)
     if threshold is not None:
         settings = replace(settings, threshold=float(threshold))
-    return ExtractionPlan(info, settings)
+    return ExtractionPlan(info, settings, input_plan)
+
+
+def check_input_plan(raster, settings, input_options=None):
+    """How the raster is read into the model (:func:`.reading.plan_input`): bands, scale, look
+    direction and resolution decided, or refused, before anything heavy runs."""
+    import rasterio
+
+    from .reading import InputOptions, plan_input
+
+    with rasterio.open(_path(raster, "input raster")) as dataset:
+        return plan_input(dataset, settings, input_options or InputOptions(), Path(str(raster)).name)
 
 
 def validate_scoring(truth, proposals, outputs: dict[str, object], *, iou=0.5, min_area=None) -> None:

@@ -7,7 +7,6 @@ buildings whatever the transform (rotated, south-up, ...).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from .feedback import Feedback
-from .raster_windows import RasterInfo
+from .reading.ground import ModelGrid
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -38,15 +37,15 @@ class Blob:
 class VectorizeOptions:
     threshold: float = 0.5
     min_area_m2: float = 20.0
-    simplify_map_units: float = 0.5
+    simplify_m: float = 0.5
     strip_height_px: int = 1024
     grow_px: float = 0.0  # outward offset of every blob (the model's mask erosion), mitred corners
 
     @classmethod
-    def for_model(cls, settings, info: RasterInfo, simplify_map_units: float) -> "VectorizeOptions":
-        """A model's threshold, minimum area and growth (its ``grow_m`` in this raster's pixels)."""
-        grow_px = settings.grow_m / math.sqrt(info.pixel_area_m2) if settings.grow_m > 0 else 0.0
-        return cls(settings.threshold, settings.min_area_m2, simplify_map_units, grow_px=grow_px)
+    def for_model(cls, settings, grid: ModelGrid, simplify_m: float) -> "VectorizeOptions":
+        """A model's threshold, minimum area and growth (its ``grow_m`` in the grid's pixels)."""
+        grow_px = settings.grow_m / grid.pixel_size_m if settings.grow_m > 0 else 0.0
+        return cls(settings.threshold, settings.min_area_m2, simplify_m, grow_px=grow_px)
 
 
 def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
@@ -107,9 +106,10 @@ def _grown_box_area(polygon: shapely.Polygon, grow_px: float) -> float:
     return (x1 - x0 + 2 * grow_px) * (y1 - y0 + 2 * grow_px)
 
 
-def vectorize_probabilities(probability_path, info: RasterInfo, options: VectorizeOptions = VectorizeOptions(),
+def vectorize_probabilities(probability_path, info: ModelGrid, options: VectorizeOptions = VectorizeOptions(),
                             feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-    """(polygons in the raster's CRS, attribute columns id/area_m2/confidence)."""
+    """(polygons in the raster's CRS, attribute columns id/area_m2/confidence). Areas and the
+    simplification tolerance are in metres on the ground (the grid's pixel size)."""
     feedback = feedback or Feedback()
     blobs: list[Blob] = []
     with rasterio.open(probability_path) as dataset:
@@ -125,7 +125,7 @@ def vectorize_probabilities(probability_path, info: RasterInfo, options: Vectori
     min_pixels = options.min_area_m2 / info.pixel_area_m2
     kept = sorted((b for b in blobs if _grown_box_area(b.polygon, options.grow_px) >= min_pixels),
                   key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
-    tolerance_px = options.simplify_map_units / info.pixel_size_map_units
+    tolerance_px = options.simplify_m / info.pixel_size_m
     t = info.transform
     geometries, areas, confidences = [], [], []
     for number, blob in enumerate(kept):

@@ -33,7 +33,7 @@ def model_path(tmp_path_factory):
 def run(raster, model_path, **options):
     tiling = TilingOptions(*options.pop("tiling", (64, 16, 3)))
     return extract_footprints(raster, ExtractionOptions(model_path=str(model_path), tiling=tiling,
-                                                        simplify_map_units=options.pop("simplify", 0), **options))
+                                                        simplify_m=options.pop("simplify", 0), **options))
 
 
 def as_set(result):
@@ -172,7 +172,7 @@ def test_a_raster_looking_opposite_to_the_model_is_rotated_automatically(tmp_pat
     feedback = Recorder()
     result = extract_footprints(raster, ExtractionOptions(model_path=str(model_path),
                                                           tiling=TilingOptions(64, 16, 3)), feedback)
-    assert any("rotating it 180°" in line for line in feedback.lines)
+    assert any("turned 180° for inference" in line for line in feedback.lines)
     assert len(result) == len(BOXES)
     feedback = Recorder()
     extract_footprints(raster, ExtractionOptions(model_path=str(model_path), rotate_180=False), feedback)
@@ -224,6 +224,6 @@ def test_flip_average_follows_the_model_unless_the_user_says_otherwise(tmp_path)
     for option, expected in ((None, True), (False, False), (True, True)):
         log = InfoLog()
         result = extract_footprints(raster, ExtractionOptions(model_path=str(flipping_model), flip_average=option,
-                                                              simplify_map_units=0), log)
+                                                              simplify_m=0), log)
         assert any("averaged with a flipped copy" in line for line in log.lines) is expected
         assert len(result) == len(BOXES)  # the threshold model is symmetric: the same buildings either way

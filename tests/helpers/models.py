@@ -43,12 +43,18 @@ TRANSFORM = Affine(0.5, 0, 594000, 0, -0.5, 5750000)  # write_raster's default: 
 
 
 def write_raster(path: Path, data: np.ndarray, transform: Affine = TRANSFORM,
-                 crs: str | None = "EPSG:32631", nodata: float | None = 0.0) -> Path:
-    """A float32 GeoTIFF of (bands, h, w)."""
+                 crs: str | None = "EPSG:32631", nodata: float | None = 0.0, scale: str | None = "sn6",
+                 **tags) -> Path:
+    """A float32 GeoTIFF of (bands, h, w), tagged SAR_SCALE=``scale`` (the boxes' 255 is no real
+    SN6 value, so Auto could not tell it from the values) and with ``tags``."""
     bands, height, width = data.shape
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=bands,
                        dtype="float32", transform=transform, crs=crs, nodata=nodata) as dst:
         dst.write(data.astype(np.float32))
+        if scale:
+            tags.setdefault("SAR_SCALE", scale)
+        if tags:
+            dst.update_tags(**tags)
     return path
 
 
