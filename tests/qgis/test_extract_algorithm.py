@@ -153,9 +153,15 @@ def test_output_layer_is_styled_and_named_after_the_input_when_loaded(plugin, sk
     QgsProject.instance().removeAllMapLayers()
 
 
+def test_real_sar_crop_at_4_5_m_is_refused_for_a_half_metre_model(plugin, reference_data, tmp_path):
+    with pytest.raises(QgsProcessingException, match=r"4\.5 m pixels, 9× the model's 0\.5 m"):
+        run_extract(reference_data / "sn6" / "sar_masked.tif", "", tmp_path / "crop.gpkg")
+    assert not (tmp_path / "crop.gpkg").exists()
+
+
 def test_real_sar_crop_completes_without_polygons_on_nan(plugin, reference_data, tmp_path):
-    """Rotterdam dB crop with a model that calls every valid pixel a building: the footprint
-    must stay inside the swath."""
+    """Rotterdam dB crop (4.5 m) with a 4.5 m model that calls every valid pixel a building: the
+    footprint must stay inside the swath."""
     import rasterio
     import shapely
     from rasterio.features import shapes
@@ -163,7 +169,7 @@ def test_real_sar_crop_completes_without_polygons_on_nan(plugin, reference_data,
     from tests.helpers.models import save_threshold_model
 
     crop = reference_data / "sn6" / "sar_masked.tif"
-    everything = save_threshold_model(tmp_path / "all.pt", min_area_m2=0.0)
+    everything = save_threshold_model(tmp_path / "all.pt", min_area_m2=0.0, pixel_size_m=4.5)
     import torch
     payload = torch.load(everything, weights_only=True)
     payload["state_dict"]["final.bias"][0] = 10.0  # logit >= 10 everywhere
@@ -206,3 +212,38 @@ def test_flip_averaging_is_an_advanced_choice_that_runs(plugin, skewed_scene, th
     assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0  # the model's setting
     result = run_extract(skewed_scene, threshold_model_path, tmp_path / "out.gpkg", FLIP_AVERAGE=choice)
     assert result["BUILDING_COUNT"] == len(BOXES)
+
+
+def test_db_and_complex_rasters_give_the_sn6_scale_footprints(plugin, tmp_path):
+    """The same simulated scene written as SN6 values, as dB and as single-look complex values
+    (no scale tags: Auto decides from the values and the data type) gives the same buildings."""
+    import rasterio
+
+    from sn6_footprints.core.radiometry import convert, to_linear
+    from sn6_footprints.core.simulation import simulate_scene
+
+    sn6 = tmp_path / "sn6.tif"
+    simulate_scene(sn6, None, width_px=384, height_px=384, seed=20100)
+    with rasterio.open(sn6) as src:
+        profile, data = src.profile, src.read()
+    nodata = (data == 0).all(axis=0)
+    db = convert(data, "sn6", "db")
+    db[:, nodata] = np.nan
+    phase = np.random.default_rng(7).uniform(0, 2 * np.pi, data.shape)
+    z = (np.sqrt(np.nan_to_num(to_linear(data, "sn6"))) * np.exp(1j * phase)).astype(np.complex64)
+    written = {}
+    for name, values, dtype, nodata_value in (("db", db, "float32", float("nan")),
+                                             ("complex", z, "complex64", 0.0)):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", **dict(profile, dtype=dtype, nodata=nodata_value)) as dst:
+            dst.write(values)
+            dst.update_tags(LOOK_DIRECTION="north")
+        written[name] = path
+    feedback = QgsProcessingFeedback()
+    counts = {"sn6": run_extract(sn6, "", tmp_path / "sn6.gpkg")["BUILDING_COUNT"]}
+    for name, path in written.items():
+        log = []
+        feedback.pushInfo = log.append
+        counts[name] = run_extract(path, "", tmp_path / f"{name}.gpkg", feedback=feedback)["BUILDING_COUNT"]
+    assert counts["sn6"] > 10
+    assert abs(counts["db"] - counts["sn6"]) <= 1 and abs(counts["complex"] - counts["sn6"]) <= 1, counts

@@ -32,11 +32,12 @@ class GroundPixel:
 
     x_m: float
     y_m: float
+    area_m2: float   # not x_m * y_m where the grid is sheared
 
     @property
     def size_m(self) -> float:
         """The side of a square pixel of the same ground area."""
-        return math.sqrt(self.x_m * self.y_m)
+        return math.sqrt(self.area_m2)
 
 
 def _utm_for(crs: CRS, x: float, y: float) -> CRS:
@@ -52,6 +53,11 @@ def _utm_for(crs: CRS, x: float, y: float) -> CRS:
 def ground_distances(crs_wkt: str, origin, steps) -> list[float]:
     """Ground metres from ``origin`` to ``origin + step`` for each step (map units), measured
     in the local UTM zone; the CRS's linear unit where it has no geographic meaning."""
+    return [math.hypot(*v) for v in ground_vectors(crs_wkt, origin, steps)]
+
+
+def ground_vectors(crs_wkt: str, origin, steps) -> list[tuple[float, float]]:
+    """Each step (map units) from ``origin`` as an (east, north) vector in ground metres."""
     crs = CRS.from_wkt(crs_wkt)
     x0, y0 = origin
     try:
@@ -64,8 +70,8 @@ def ground_distances(crs_wkt: str, origin, steps) -> list[float]:
         if factor is None:
             raise RasterError(f"The raster's CRS cannot be measured in metres ({exc}); assign a projected or "
                               "geographic CRS (Raster ▸ Projections ▸ Assign Projection).") from None
-        return [math.hypot(dx, dy) * factor for dx, dy in steps]
-    return [math.hypot(ux[i] - ux[0], uy[i] - uy[0]) for i in range(1, len(xs))]
+        return [(dx * factor, dy * factor) for dx, dy in steps]
+    return [(ux[i] - ux[0], uy[i] - uy[0]) for i in range(1, len(xs))]
 
 
 def _linear_factor(crs: CRS) -> float | None:
@@ -83,17 +89,29 @@ def scene_centre(transform: Affine, width: int, height: int) -> tuple[float, flo
 def ground_pixel(transform: Affine, width: int, height: int, crs_wkt: str) -> GroundPixel:
     """The ground size of a pixel at the scene centre."""
     t = transform
-    along_row, down_column = ground_distances(crs_wkt, scene_centre(t, width, height), [(t.a, t.d), (t.b, t.e)])
-    return GroundPixel(along_row, down_column)
+    (ax, ay), (bx, by) = ground_vectors(crs_wkt, scene_centre(t, width, height), [(t.a, t.d), (t.b, t.e)])
+    return GroundPixel(math.hypot(ax, ay), math.hypot(bx, by), abs(ax * by - ay * bx))
+
+
+MAX_READ_AS_IS_ROTATION_DEG = 15.0
 
 
 def is_north_up(transform: Affine) -> bool:
-    """Columns run east and rows south, without rotation (the only layout read as it is)."""
-    return transform.a > 0 and transform.e < 0 and is_axis_aligned(transform)
+    """Columns run east and rows south, rotated or sheared by at most
+    :data:`MAX_READ_AS_IS_ROTATION_DEG` (a look direction a few degrees off is still the same
+    one; warping would only blur), so the raster is read as it is and placed by its transform."""
+    t = transform
+    if not (t.a > 0 and t.e < 0):
+        return False
+    column_angle = abs(math.degrees(math.atan2(t.d, t.a)))
+    row_angle = abs(math.degrees(math.atan2(t.b, -t.e)))
+    return max(column_angle, row_angle) <= MAX_READ_AS_IS_ROTATION_DEG
 
 
 def describe_orientation(transform: Affine) -> str:
     t = transform
+    if is_north_up(t) and not is_axis_aligned(t):
+        return f"north-up within {MAX_READ_AS_IS_ROTATION_DEG:g}° (rotated or sheared a little)"
     if is_axis_aligned(t):
         if t.a > 0 and t.e < 0:
             return "north-up"
