@@ -5,7 +5,8 @@ Geometry (ground-range image, north up, the sensor flies east-west):
 * ``look="north"``: the sensor looks toward north, so it sits south of the scene; the near-range
   side of the image is the bottom (south) row, far range the top. ``look="south"`` is the mirror:
   near range at the top. Rotating a south-looking image by 180 degrees gives the north-looking
-  geometry (SN6's orientation flag 1).
+  geometry (SN6's orientation flag 1). ``look="east"``: the sensor sits west of the scene (it
+  flies north-south), near range in the left columns; ``look="west"``: near range on the right.
 * A point at height z appears displaced toward the sensor by z / tan(incidence) (layover), so
   roofs and facades slide onto whatever lies nearer the sensor, neighbours included.
 * Ground behind an object (away from the sensor) is in shadow for h * tan(incidence); in the
@@ -15,7 +16,8 @@ Geometry (ground-range image, north up, the sensor flies east-west):
   fast as the wall turns away from the look direction.
 
 Internally every window is turned so that rows increase toward the sensor ("canonical" frame:
-a flip of the rows for south-looking scenes), rendered, and turned back.
+a flip of the rows for south-looking scenes, a quarter turn for east- and west-looking ones),
+rendered, and turned back: the same world and the same physics in every look direction.
 
 Intensities are backscatter coefficients (linear, 1 = 0 dB) per 0.5 m pixel. All physical
 constants are in the tables below, in dB, band order HH, HV, VH, VV.
@@ -31,6 +33,9 @@ from . import layout as L
 
 BANDS = ("HH", "HV", "VH", "VV")
 REFERENCE_INCIDENCE_DEG = 35.0
+LOOK_DIRECTIONS = ("north", "south", "east", "west")
+# World direction from the scene to the sensor (radians from east, counter-clockwise).
+SENSOR_ANGLE = {"north": -math.pi / 2, "south": math.pi / 2, "east": math.pi, "west": 0.0}
 
 
 def _lin(db) -> np.ndarray:
@@ -106,8 +111,8 @@ class Renderer:
     """Renders windows of a :class:`~.layout.World` for one sensor set-up."""
 
     def __init__(self, world: L.World, *, origin, pixel_size: float, look: str, incidence_deg: float, looks: int):
-        if look not in ("north", "south"):
-            raise ValueError(f"look direction must be 'north' or 'south', not {look!r}")
+        if look not in LOOK_DIRECTIONS:
+            raise ValueError(f"look direction must be one of {', '.join(LOOK_DIRECTIONS)}, not {look!r}")
         if not 15.0 <= incidence_deg <= 60.0:
             raise ValueError(f"incidence angle must be between 15 and 60 degrees, not {incidence_deg}")
         if not 0.1 <= pixel_size <= 5.0:
@@ -120,7 +125,8 @@ class Renderer:
         self.looks = int(looks)
         self.k = 1.0 / (math.tan(self.theta) * self.p)     # image px of layover per metre of height
         self.delta = self.p / math.tan(self.theta)         # shadow ray descent (m) per px of ground
-        self.sensor_angle = -math.pi / 2 if look == "north" else math.pi / 2   # world direction to sensor
+        self.sensor_angle = SENSOR_ANGLE[look]
+        self.across_track = look in ("east", "west")       # range runs along the columns
         h = L.MAX_OBJECT_HEIGHT_M
         self.reach_layover = int(math.ceil(h * self.k)) + 3
         self.reach_shadow = int(math.ceil(h * math.tan(self.theta) / self.p)) + 3
@@ -132,14 +138,41 @@ class Renderer:
         self.ground = self.ground.T.copy()          # (4, classes)
         self.noise = _lin(NOISE_DB)
         self.area = (self.p / 0.5) ** 2             # pixel area relative to 0.5 m pixels
+        # A line target (wall base, parapet, a row of window ledges) one pixel wide returns power in
+        # proportion to its length in the pixel, so its backscatter per unit area goes as 1 / pixel size:
+        # the per-pixel tables are for 0.5 m, and the scene mean stays the same at any pixel size.
+        self.line = np.float32(0.5 / self.p)
         self.wall_scale = math.tan(self.theta) / math.tan(math.radians(REFERENCE_INCIDENCE_DEG))
 
     # ------------------------------------------------------------------------------------------
-    def margins(self) -> tuple[int, int]:
-        """Rows of padding (top, bottom) a window needs so that layover, shadow and multipath from
-        objects outside it are included."""
+    def margins(self) -> tuple[int, int, int, int]:
+        """Pixels of padding (top, bottom, left, right) a window needs so that layover, shadow and
+        multipath from objects outside it are included: wide on the range axis, narrow along track."""
         far, near = self.reach_layover + self.pad_side, self.reach_shadow + self.pad_side + self.mp_shift
-        return (far, near) if self.look == "north" else (near, far)
+        side = self.pad_side
+        return {"north": (far, near, side, side), "south": (near, far, side, side),
+                "east": (side, side, near, far), "west": (side, side, far, near)}[self.look]
+
+    def to_canonical(self, a: np.ndarray) -> np.ndarray:
+        """Image layers (..., rows, cols) -> canonical frame, rows increasing toward the sensor."""
+        if self.look == "north":
+            return a
+        if self.look == "south":
+            return a[..., ::-1, :]
+        return np.ascontiguousarray(np.rot90(a, 1 if self.look == "east" else -1, axes=(-2, -1)))
+
+    def from_canonical(self, a: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_canonical`."""
+        if self.look == "north":
+            return a
+        if self.look == "south":
+            return a[..., ::-1, :]
+        return np.rot90(a, -1 if self.look == "east" else 1, axes=(-2, -1))
+
+    def _canonical_index(self, r, c, H, W):
+        """Image pixel (row, col) of an H x W window -> its canonical (row, col)."""
+        return {"north": lambda: (r, c), "south": lambda: (H - 1 - r, c),
+                "east": lambda: (W - 1 - c, r), "west": lambda: (c, H - 1 - r)}[self.look]()
 
     def render(self, row0: int, col0: int, height: int, width: int, rng: np.random.Generator,
                diagnostics: bool = False) -> dict:
@@ -149,9 +182,9 @@ class Renderer:
         speckle} and with ``diagnostics`` also "height", "shadow", "cover" (ground class or
         BUILDING / CANOPY / CLUTTER where an object stands) and "object_kind".
         """
-        top, bottom = self.margins()
-        pr0, pc0 = row0 - top, col0 - self.pad_side
-        H, W = height + top + bottom, width + 2 * self.pad_side
+        top, bottom, left, right = self.margins()
+        pr0, pc0 = row0 - top, col0 - left
+        H, W = height + top + bottom, width + left + right
         xs = self.x0 + (pc0 + np.arange(W) + 0.5) * self.p
         ys = self.y0 - (pr0 + np.arange(H) + 0.5) * self.p
         bbox = (xs[0] - self.p, ys[-1] - self.p, xs[-1] + self.p, ys[0] + self.p)
@@ -162,28 +195,31 @@ class Renderer:
         hgt, kind, obj, gx, gy, psi = self._rasterize(parts, pr0, pc0, H, W)
         tex = self._textures(xs, ys)
 
-        flip = self.look == "south"
-        if flip:   # canonical frame: rows increase toward the sensor
-            cover, hgt, kind, obj, gx, gy, psi = (a[::-1] for a in (cover, hgt, kind, obj, gx, gy, psi))
-            tex = tuple(t[::-1] for t in tex)
-        g_r = -gy if not flip else gy              # slope toward the sensor (m/m)
-        sigma, parts_out = self._physics(cover, hgt, kind, obj, objects, g_r, gx, psi, tex, pc0)
+        # canonical frame: rows increase toward the sensor
+        cover, hgt, kind, obj, gx, gy, psi = (self.to_canonical(a) for a in (cover, hgt, kind, obj, gx, gy, psi))
+        tex = tuple(self.to_canonical(t) for t in tex)
+        # surface slope toward the sensor (m/m) and across the look direction
+        g_r, g_c = {"north": (-gy, gx), "south": (gy, gx), "east": (-gx, gy), "west": (gx, gy)}[self.look]
+        # global along-track pixel index of each canonical column (keys hashes that must agree across windows)
+        along = {"north": pc0 + np.arange(W), "south": pc0 + np.arange(W),
+                 "east": pr0 + np.arange(H), "west": pr0 + H - 1 - np.arange(H)}[self.look]
+        sigma, parts_out = self._physics(cover, hgt, kind, obj, objects, g_r, g_c, psi, tex, along)
 
         # crop to the window (canonical rows: the far margin is at the top)
-        r_lo = self.reach_layover + self.pad_side   # canonical frame: far margin on top
-        crop = (slice(None), slice(r_lo, r_lo + height), slice(self.pad_side, self.pad_side + width))
+        range_px, along_px = (width, height) if self.across_track else (height, width)
+        r_lo = self.reach_layover + self.pad_side
+        crop = (slice(None), slice(r_lo, r_lo + range_px), slice(self.pad_side, self.pad_side + along_px))
         sigma = sigma[crop]
-        pts = self._points(points, pr0, pc0, H, W, hgt, flip, parts_out["horizon"])
+        pts = self._points(points, pr0, pc0, H, W, hgt, parts_out["horizon"])
         pts = pts[crop]
         copol = 0.5 * (sigma[0] + sigma[3])
         sigma[1] += copol * np.float32(10 ** (CROSSTALK_DB[0] / 10))
         sigma[2] += copol * np.float32(10 ** (CROSSTALK_DB[1] / 10))
         sigma[2] *= np.float32(10 ** (VH_IMBALANCE_DB / 10))
         sigma += self.noise[:, None, None]
-        intensity = sigma * speckle(rng, self.looks, (height, width)) + pts
-        if flip:
-            intensity, sigma = intensity[:, ::-1], sigma[:, ::-1]
-        out = {"intensity": np.ascontiguousarray(intensity), "sigma": np.ascontiguousarray(sigma + pts)}
+        intensity = sigma * speckle(rng, self.looks, (range_px, along_px)) + pts
+        intensity, sigma = self.from_canonical(intensity), self.from_canonical(sigma + pts)
+        out = {"intensity": np.ascontiguousarray(intensity), "sigma": np.ascontiguousarray(sigma)}
         if diagnostics:
             cov = cover.copy()
             objkind = np.where(obj >= 0, objects[np.maximum(obj, 0), 0], -1).astype(np.int8)
@@ -193,8 +229,7 @@ class Renderer:
             diag = {"height": hgt, "shadow": parts_out["shadow"], "layover": parts_out["layover"], "cover": cov,
                     "object_kind": objkind}
             for key, arr in diag.items():
-                arr = arr[crop[1:]]
-                out[key] = np.ascontiguousarray(arr[::-1] if flip else arr)
+                out[key] = np.ascontiguousarray(self.from_canonical(arr[crop[1:]]))
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -337,9 +372,10 @@ class Renderer:
         return broad.astype(np.float32), fine.astype(np.float32)
 
     # ------------------------------------------------------------------------------------------
-    def _physics(self, cover, hgt, kind, obj, objects, g_r, g_c, psi, tex, pc0):
+    def _physics(self, cover, hgt, kind, obj, objects, g_r, g_c, psi, tex, along):
         """Canonical-frame rendering: ground, layover of elevated surfaces, walls, dihedrals,
-        multipath. Returns (sigma (4, H, W), extras)."""
+        multipath. ``along``: the scene's along-track pixel index of each column. Returns
+        (sigma (4, H, W), extras)."""
         H, W = hgt.shape
         broad, fine = tex
         has_obj = obj >= 0
@@ -414,13 +450,14 @@ class Renderer:
             if fi.size:
                 frow = np.rint(wr[fi] + 0.5 + zf[0, fj] * self.k).astype(np.int64)
                 key = objects[ob[fi], 4].astype(np.int64)
-                lit = L.hash01(self.world.seed, (pc0 + wc[fi]) // max(1, int(round(1.0 / self.p))) + 7919 * key,
+                lit = L.hash01(self.world.seed, along[wc[fi]] // max(1, int(round(1.0 / self.p))) + 7919 * key,
                                fj, 401)
                 wgt = (np.where(lit < 0.3, 1.0, 0.05) * cos_a[fi] ** 3).astype(np.float32)
-                _deposit(dep_idx, dep_w, frow, wc[fi], _lin(WINDOW_DB)[:, None] * wgt[None], H, W)
+                _deposit(dep_idx, dep_w, frow, wc[fi], _lin(WINDOW_DB)[:, None] * (wgt * self.line)[None], H, W)
             # roof edge (parapet) facing the sensor, at the top of the wall
             erow = np.rint(wr + 0.5 + top * self.k).astype(np.int64)
-            _deposit(dep_idx, dep_w, erow, wc, _lin(EDGE_DB)[:, None] * (fgain * cos_a ** 2)[None], H, W)
+            _deposit(dep_idx, dep_w, erow, wc, _lin(EDGE_DB)[:, None] * (fgain * cos_a ** 2 * self.line)[None],
+                     H, W)
             # dihedral at the base: the ground in front must be open and lit
             base_ok = (front <= 0.0) & (illum[wr + 1, wc] > 0)
             if base_ok.any():
@@ -430,7 +467,7 @@ class Renderer:
                             * objects[bo, 3] * illum[br + 1, bc]).astype(np.float32)
                 co = np.where(bm[None], _lin(METAL_DIHEDRAL_DB)[:, None], _lin(DIHEDRAL_DB)[:, None])
                 xfrac = (0.02 + 0.45 * np.sin(2 * ba) ** 2).astype(np.float32)
-                w = co * strength[None]
+                w = co * (strength * self.line)[None]
                 w[1] = w[0] * xfrac
                 w[2] = w[0] * xfrac
                 # the base line lies between the wall pixel and the ground pixel in front
@@ -449,16 +486,15 @@ class Renderer:
         sigma += mp[None] * MULTIPATH_BANDS[:, None, None]
         return sigma, {"shadow": shadow, "horizon": horizon, "layover": lifted}
 
-    def _points(self, points, pr0, pc0, H, W, hgt, flip, horizon_canonical):
-        """Point scatterers (cars, lamp posts, cranes) with a little sidelobe cross, unspeckled."""
-        out = np.zeros((4, H, W), dtype=np.float32)
+    def _points(self, points, pr0, pc0, H, W, hgt, horizon_canonical):
+        """Point scatterers (cars, lamp posts, cranes) with a little sidelobe cross, unspeckled, in
+        the canonical frame of an H x W image window (``hgt`` and the horizon already canonical)."""
+        out = np.zeros((4,) + hgt.shape, dtype=np.float32)
         if not len(points):
             return out
         col, row = self._to_px(points[:, 0], points[:, 1], pr0, pc0)
-        c = np.floor(col).astype(np.int64)
-        r = np.floor(row).astype(np.int64)
-        if flip:
-            r = H - 1 - r
+        r, c = self._canonical_index(np.floor(row).astype(np.int64), np.floor(col).astype(np.int64), H, W)
+        H, W = hgt.shape
         z = points[:, 2]
         ok = (c >= 1) & (c < W - 1) & (r >= 0) & (r < H)
         c, r, z, pw, xp = c[ok], r[ok], z[ok], points[ok, 3], points[ok, 4]
