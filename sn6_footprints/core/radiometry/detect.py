@@ -14,11 +14,11 @@ Evidence, strongest first:
      (0-92, band means 26-36);
    * else values below 50 at the 99th percentile: linear intensity or amplitude, told apart by
      the spread of their logarithm. Speckled SAR intensity has a dB standard deviation of 4-9
-     dB (5.6 dB for one look alone; measured 6.7 dB on a simulated 4-look scene, 7.8 dB on a
-     1-look one); read as intensity the spread is 10·std(log10 x), as amplitude 20·std(log10 x)
-     (so amplitude read as intensity gives 3.4 and 3.9 dB there). Intensity when the first
-     lies in 5-12 dB, amplitude when the second lies in 3.5-9 dB (the first then below 4.5);
-     a spread of 4.5-5 dB read as intensity, or none in range, is refused as ambiguous.
+     dB (5.6 dB for one look alone; measured 4.8-6.7 dB on simulated 4-look scenes, 7.8 dB on
+     a 1-look one); read as intensity the spread is 10·std(log10 x), as amplitude 20·std(log10 x)
+     (so amplitude read as intensity gives 2.9-3.9 dB there). Intensity when the first lies in
+     4.4-12 dB, amplitude when the second lies in 3.5-8 dB (the first then at most 4); a spread
+     of 4-4.4 dB read as intensity, or none in range, is refused as ambiguous.
 
 A decision the data contradict (a tag or a requested scale of SN6, linear or amplitude with
 negative values; a real scale on complex data) is refused, as is what no rule fits (large
@@ -96,9 +96,9 @@ def _from_values(values: np.ndarray, floating: bool) -> ScaleDecision:
         spread = float(np.std(np.log10(positive)))
         as_intensity, as_amplitude = 10 * spread, 20 * spread
         said = f"median {median:.3g}, log spread {as_intensity:.2g} dB as intensity, {as_amplitude:.2g} dB as amplitude"
-        if 5.0 <= as_intensity <= 12:
+        if 4.4 <= as_intensity <= 12:
             return ScaleDecision("linear", f"Auto: {said}: linear intensity")
-        if 3.5 <= as_amplitude <= 9.0:
+        if 3.5 <= as_amplitude <= 8.0:
             return ScaleDecision("amplitude", f"Auto: {said}: amplitude")
         raise RasterError(f"The values ({said}) could be linear intensity or amplitude; {SCALE_FIX}.")
     raise RasterError(f"The values (median {median:.3g}, 99th percentile {p99:.3g}) fit no SAR scale: uncalibrated "
