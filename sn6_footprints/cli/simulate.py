@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
                     "double bounce and speckle, and write the true building footprints beside it. "
                     "Deterministic from --seed; any size (written block by block). Every input path of a "
                     "real product can be written: any --scale, --pixel-size, --look and --storage; the "
-                    "footprints come from the world, so they are the same whatever these are.")
+                    "footprints come from the world, the same for all of them (with --nodata-strip they "
+                    "are clipped to the swath, whose far-range edge follows --look).")
     p.add_argument("raster", help="output GeoTIFF (.tif)")
     p.add_argument("labels", help="output footprints (.gpkg or .geojson)")
     p.add_argument("--size", type=int, default=1024, help="width and height in px (default 1024)")
