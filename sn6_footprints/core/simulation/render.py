@@ -1,6 +1,7 @@
 """Rendering one window of the world as a 4-band side-looking SAR image (linear intensity).
 
-Geometry (ground-range image, north up, the sensor flies east-west):
+Geometry (ground-range image, north up; the sensor flies east-west, or north-south for the east
+and west looks):
 
 * ``look="north"``: the sensor looks toward north, so it sits south of the scene; the near-range
   side of the image is the bottom (south) row, far range the top. ``look="south"`` is the mirror:
@@ -19,8 +20,10 @@ Internally every window is turned so that rows increase toward the sensor ("cano
 a flip of the rows for south-looking scenes, a quarter turn for east- and west-looking ones),
 rendered, and turned back: the same world and the same physics in every look direction.
 
-Intensities are backscatter coefficients (linear, 1 = 0 dB) per 0.5 m pixel. All physical
-constants are in the tables below, in dB, band order HH, HV, VH, VV.
+Intensities are backscatter coefficients (linear, 1 = 0 dB). All physical constants are in the
+tables below, in dB, band order HH, HV, VH, VV, per 0.5 m pixel; at other pixel sizes point
+targets scale with the pixel area and line targets with its side, so a scene's mean does not
+depend on the pixel size.
 """
 from __future__ import annotations
 
@@ -171,16 +174,20 @@ class Renderer:
 
     def _canonical_index(self, r, c, H, W):
         """Image pixel (row, col) of an H x W window -> its canonical (row, col)."""
-        return {"north": lambda: (r, c), "south": lambda: (H - 1 - r, c),
-                "east": lambda: (W - 1 - c, r), "west": lambda: (c, H - 1 - r)}[self.look]()
+        if self.look == "north":
+            return r, c
+        if self.look == "south":
+            return H - 1 - r, c
+        return (W - 1 - c, r) if self.look == "east" else (c, H - 1 - r)
 
     def render(self, row0: int, col0: int, height: int, width: int, rng: np.random.Generator,
                diagnostics: bool = False) -> dict:
         """Intensity (4, height, width) of scene pixels [row0:row0+height, col0:col0+width].
 
         Returns {"intensity": speckled linear intensity with noise, "sigma": the same before
-        speckle} and with ``diagnostics`` also "height", "shadow", "cover" (ground class or
-        BUILDING / CANOPY / CLUTTER where an object stands) and "object_kind".
+        speckle} and with ``diagnostics`` also "height", "shadow", "layover" (something elevated or
+        a wall landed here), "cover" (ground class or BUILDING / CANOPY / CLUTTER where an object
+        stands) and "object_kind", all in the image frame whatever the look direction.
         """
         top, bottom, left, right = self.margins()
         pr0, pc0 = row0 - top, col0 - left
