@@ -102,16 +102,18 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             self.SIMPLIFY, self.tr("Simplification tolerance [m]"),
             QgsProcessingParameterNumber.Double, defaultValue=0.5, minValue=0.0))
         self.addParameter(QgsProcessingParameterEnum(
-            self.INPUT_SCALE, self.tr("Input scale"), options=list(SCALE_CHOICES), defaultValue=0))
+            self.INPUT_SCALE, self.tr("Input scale"), options=list(SCALE_CHOICES), defaultValue=0,
+            optional=True))  # optional: models saved before these parameters existed still validate
         self.addParameter(QgsProcessingParameterString(
             self.BAND_ORDER, self.tr("Band order (e.g. 4,3,2,1; empty: by band descriptions)"), optional=True))
         self.addParameter(QgsProcessingParameterEnum(
-            self.LOOK_DIRECTION, self.tr("Look direction"), options=list(LOOK_CHOICES), defaultValue=0))
+            self.LOOK_DIRECTION, self.tr("Look direction"), options=list(LOOK_CHOICES), defaultValue=0,
+            optional=True))
         advanced = [
             QgsProcessingParameterBoolean(self.ZEROS_NODATA, self.tr("Pixels 0 in every band are nodata"),
-                                          defaultValue=True),
+                                          defaultValue=True, optional=True),
             QgsProcessingParameterEnum(self.RESAMPLING, self.tr("Resampling (other pixel sizes, not north-up)"),
-                                       options=list(RESAMPLING_CHOICES), defaultValue=0),
+                                       options=list(RESAMPLING_CHOICES), defaultValue=0, optional=True),
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size [px, multiple of 32]"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=512,
                                          minValue=32, maxValue=8192),
