@@ -8,3 +8,6 @@
 from .scales import SCALE_LABELS, SCALES, canonical_scale, convert, from_linear, to_linear
 
 __all__ = ["SCALES", "SCALE_LABELS", "canonical_scale", "convert", "from_linear", "to_linear"]
+from .detect import ScaleDecision, decide_scale  # noqa: E402  (appended to the exports above)
+
+__all__ += ["ScaleDecision", "decide_scale"]
