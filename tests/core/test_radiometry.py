@@ -186,6 +186,8 @@ def test_a_requested_scale_is_taken_unless_the_values_contradict_it(scenes):
         decide(scenes["sn6", 1, 4], requested="complex")
     with pytest.raises(RasterError, match="complex values; set Input scale"):
         decide(scenes["complex", 1, 4], requested="db")
+    with pytest.raises(RasterError, match="unknown input scale 'gamma0'"):
+        decide(scenes["db", 2, 4], requested="gamma0")
 
 
 def test_capella_metadata_calibrates_complex_and_geo_amplitude(tmp_path, scenes):

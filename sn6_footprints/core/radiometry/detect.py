@@ -115,7 +115,8 @@ class Sample:
 def sample_windows(width: int, height: int, windows: int = 16, window_px: int = 256) -> list[Window]:
     """Up to ``windows`` full-resolution windows of at most ``window_px`` on an even grid over the
     raster, corners included, never overlapping: a raster smaller than the grid is cut into it."""
-    per_side = max(1, math.ceil(math.sqrt(windows)))
+    windows = max(1, int(windows))
+    per_side = math.ceil(math.sqrt(windows))
 
     def starts_and_size(length: int) -> tuple[list[int], int]:
         count = min(per_side, length)
@@ -283,7 +284,10 @@ def decide_scale(dataset, band_indexes, requested: str = "auto", *, zero_is_noda
     if not band_indexes or any(not 1 <= i <= dataset.count for i in band_indexes):
         raise RasterError(f"Bands {band_indexes} are not bands of this {dataset.count}-band raster; set Band order "
                           "(--band-order).")
-    requested = "auto" if not requested or str(requested).lower() == "auto" else canonical_scale(requested)
+    try:
+        requested = "auto" if not requested or str(requested).lower() == "auto" else canonical_scale(requested)
+    except ValueError as exc:
+        raise RasterError(f"Input scale: {exc}; set Input scale (--input-scale) to auto or one of them.") from None
     dtypes = [str(dataset.dtypes[i - 1]) for i in band_indexes]
     complex_bands = ["complex" in d for d in dtypes]
     if any(complex_bands) and not all(complex_bands):
@@ -331,5 +335,4 @@ def decide_scale(dataset, band_indexes, requested: str = "auto", *, zero_is_noda
         scale, source = declared
         refuse_if_contradicted(scale, f"The raster's metadata ({source}) says")
         return with_gain(scale, f"Auto: {source}")
-    integer_type = np.dtype(dtypes[0]).kind in "iu" or any(np.dtype(d).kind in "iu" for d in dtypes)
-    return scale_from_values(sample, integer_type)
+    return scale_from_values(sample, integer_type=any(np.dtype(d).kind in "iu" for d in dtypes))
