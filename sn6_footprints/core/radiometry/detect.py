@@ -46,7 +46,7 @@ settles is refused with a message that names Input scale (``--input-scale``):
      -13 to -17 dB as intensity; amplitude scenes read as intensity -6 to -8.5 dB), else it is
      refused. S under 1.5 dB (under 3 dB even as amplitude: not speckled) or above 16 dB is
      refused. These rules decided all 784 simulated cases above (112 scenes on every scale,
-     linear and amplitude also through SN6's clipping) correctly, 58 of them by the level;
+     linear and amplitude also through SN6's clipping) correctly, 57 of them by the level;
    * a linear, amplitude or complex reading whose median intensity (after any gain) lies
      outside -40..+10 dB is refused as uncalibrated (the Capella SLC crop without its gain
      reads +58..+69 dB by band).
