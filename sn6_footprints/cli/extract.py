@@ -60,7 +60,7 @@ def run(args) -> int:
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
         threshold=args.threshold, min_area_m2=args.min_area, simplify_m=args.simplify,
         rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args))
-    result = extract_footprints(args.raster, options, args.feedback)
+    result = extract_footprints(args.raster, options, args.feedback, input_plan=plan.input_plan)
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}

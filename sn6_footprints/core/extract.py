@@ -20,7 +20,7 @@ from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputWriteError
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, ProbabilityWriteError, TilingOptions, predict_probabilities
-from .raster_windows import RasterError, RasterInfo, look_preserving_flip_axis
+from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
 from .settings import ModelSettings
 from .vectorize import VectorizeOptions, vectorize_probabilities
@@ -85,20 +85,10 @@ def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
     return f"The temporary folder {folder} ({free}) could not hold the probability raster: {error}"
 
 
-def check_raster(info: RasterInfo, settings: ModelSettings, path) -> None:
-    """Refuse rasters nothing can be made of (the bands, scale and grid: :func:`.reading.plan_input`)."""
-    name = Path(str(path)).name
-    if info.width < 1 or info.height < 1:
-        raise RasterError(f"{name} is empty (extent {info.width} x {info.height} px).")
-    if info.crs_wkt is None:
-        raise RasterError(f"{name} has no coordinate reference system, so areas in m² and the output "
-                          "polygons cannot be placed. Assign its CRS (Raster ▸ Projections ▸ Assign "
-                          "Projection) and run again.")
-
-
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
-                       feedback: Feedback | None = None) -> ExtractionResult:
-    """Run the model over ``raster_path`` tile by tile and return the footprints. The temporary
+                       feedback: Feedback | None = None, input_plan=None) -> ExtractionResult:
+    """Run the model over ``raster_path`` tile by tile and return the footprints (``input_plan``:
+    the one validation already made for these options, so the raster is not sampled twice). The temporary
     probability raster is removed on every way out, a :class:`Cancelled` raised by a signal
     handler of the caller's included (the CLI makes SIGTERM one)."""
     feedback = feedback or Feedback()
@@ -111,8 +101,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         settings = replace(settings, min_area_m2=options.min_area_m2)
     with rasterio.open(raster_path) as dataset:
         info = RasterInfo.of(dataset)
-        check_raster(info, settings, raster_path)
-        plan = plan_input(dataset, settings, options.input, Path(str(raster_path)).name)
+        plan = input_plan or plan_input(dataset, settings, options.input, Path(str(raster_path)).name)
     for line in plan.log_lines():
         feedback.info(line)
     if options.rotate_180 is None:   # the look direction's turns, plus the checkpoint's own 180° flag

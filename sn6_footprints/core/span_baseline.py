@@ -52,7 +52,7 @@ from .extract import ExtractionResult
 from .feedback import Feedback, SubFeedback
 from .raster_windows import RasterError, RasterInfo, raster_look_direction, read_window
 from .settings import SN6_BAND_NAMES, SN6_MIN_AREA_M2, ModelSettings
-from .radiometry.scales import db_from_sn6, linear_from_db
+from .radiometry.scales import to_linear
 from .vectorize import VectorizeOptions, vectorize_probabilities
 
 INPUT_SCALES = ("sn6-intensity", "db", "linear")
@@ -99,13 +99,7 @@ class SpanBaselineOptions:
 
 def linear_span(data: np.ndarray, valid: np.ndarray, input_scale: str) -> np.ndarray:
     """HH + HV + VH + VV in linear intensity from a (4, h, w) window; 0 on invalid pixels."""
-    if input_scale == "sn6-intensity":
-        linear = linear_from_db(db_from_sn6(data))
-    elif input_scale == "db":
-        linear = linear_from_db(data)
-    else:
-        linear = np.asarray(data, dtype=np.float32)
-    span = np.nan_to_num(linear, nan=0.0, posinf=0.0).sum(axis=0, dtype=np.float32)
+    span = np.nan_to_num(to_linear(data, input_scale), nan=0.0, posinf=0.0).sum(axis=0, dtype=np.float32)
     span[~valid] = 0.0
     return span
 

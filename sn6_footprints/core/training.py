@@ -35,7 +35,7 @@ from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
 from .devices import autocast_dtype, describe, resolve_device
-from .extract import ExtractionResult, check_raster, score_extraction
+from .extract import ExtractionResult, score_extraction
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, normalise, predict_probabilities
 from .model import INPUT_MULTIPLE_PX, UNet11
@@ -44,6 +44,7 @@ from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preser
 from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable
 from .reading import InputOptions, plan_input
+from .reading.plan import check_placeable
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
 
@@ -159,6 +160,18 @@ class TrainingResult:
 
 
 # ---------------------------------------------------------------- spatial split and labels
+
+def check_training_bands(info: RasterInfo, settings: ModelSettings, path) -> None:
+    """Training reads the bands in the raster's order (no band mapping yet): their count must be the model's."""
+    name = Path(str(path)).name
+    check_placeable(info.width, info.height, info.crs_wkt, name)
+    if info.bands != settings.bands:
+        raise RasterError(
+            f"{name} has {info.bands} band(s) but the model expects {settings.bands} "
+            f"({', '.join(settings.band_names)}, in that order). Choose a {settings.bands}-band SAR "
+            f"raster (for example with 'Build virtual raster', one band per polarisation) or a model "
+            f"trained on {info.bands} band(s).")
+
 
 def validation_split_row(height_px: int, validation_share: float) -> int:
     """First row of the validation band: rows above it train, rows from it on validate."""
@@ -763,7 +776,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                                   f"(not {options.width:g}).")
             base = _base_settings(data, options, initial_settings, model, model_look, feedback)
         for region in data.regions:
-            check_raster(region.info, base, region.path)
+            check_training_bands(region.info, base, region.path)
         model.to(device, memory_format=torch.channels_last).train()  # faster convolutions, CPU and CUDA
         optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate,
                                       weight_decay=options.weight_decay)

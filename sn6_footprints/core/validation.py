@@ -254,9 +254,6 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
         check_output(output, "output", VECTOR_EXTENSIONS,
                      {"input raster": raster, "ground-truth file": truth, "model file": model})
     settings = check_model(model)
-    from .extract import check_raster as check_raster_for_model
-
-    check_raster_for_model(info, settings, raster)
     input_plan = check_input_plan(raster, settings, input_options)
     if threshold is not None:
         settings = replace(settings, threshold=float(threshold))

@@ -49,10 +49,10 @@ class ModelWindows:
             raw = self.dataset.read(self.indexes, window=window)
             valid = valid_pixels(raw, self.plan.nodata, self.plan.zero_is_nodata)
             data = self._to_model(raw)
+            valid &= np.isfinite(data).all(axis=0)   # values the conversion cannot map
         else:
             data = self._warped(window)
             valid = np.isfinite(data).all(axis=0)
-        valid &= np.isfinite(data).all(axis=0)
         data[:, ~valid] = 0.0
         return data, valid
 

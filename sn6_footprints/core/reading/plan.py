@@ -111,6 +111,15 @@ class InputPlan:
         return lines
 
 
+def check_placeable(width: int, height: int, crs, name: str) -> None:
+    """Refuse a raster with no pixels or no CRS: nothing could be placed on the ground."""
+    if width < 1 or height < 1:
+        raise RasterError(f"{name} is empty (extent {width} x {height} px).")
+    if crs is None:
+        raise RasterError(f"{name} has no coordinate reference system, so areas in m² and the output polygons "
+                          "cannot be placed. Assign its CRS (Raster ▸ Projections ▸ Assign Projection) and run again.")
+
+
 def model_scale_of(settings) -> str:
     """The scale a model takes. Checkpoints written before the scale was recorded say
     'per-band statistics of the training data' there; their normalisation means, the
@@ -144,11 +153,7 @@ def plan_input(dataset, settings, options: InputOptions = InputOptions(), raster
 
     options.check()
     name = raster_name or Path(str(dataset.name)).name
-    if dataset.width < 1 or dataset.height < 1:
-        raise RasterError(f"{name} is empty (extent {dataset.width} x {dataset.height} px).")
-    if dataset.crs is None:
-        raise RasterError(f"{name} has no coordinate reference system, so areas in m² and the output polygons "
-                          "cannot be placed. Assign its CRS (Raster ▸ Projections ▸ Assign Projection) and run again.")
+    check_placeable(dataset.width, dataset.height, dataset.crs, name)
     bands = map_bands(list(dataset.descriptions), settings.band_names, options.band_order, name)
     decision = decide_scale(dataset, bands.indexes, options.input_scale, zero_is_nodata=options.zero_is_nodata)
     model_scale = model_scale_of(settings)
