@@ -7,11 +7,15 @@ epoch the extraction pipeline itself (tiled prediction, vectorising) runs on tha
 scored object by object with the SpaceNet F1. The best epoch's checkpoint is kept, with the
 metadata extraction needs; a sidecar ``<output>.resume.pt`` lets a run continue.
 
+Every raster is read through the same input plan as extraction (:mod:`.reading`): its bands
+mapped to the model's, its values converted to the model's scale, resampled onto the model's
+north-up grid at the model's pixel size, and its crops turned by quarter turns so that it
+looks the model's way. A user fine-tunes on a product as it comes, and the model learns what
+extraction will show it.
+
 Augmentation respects SAR geometry: layover and shadow lie along the look direction, so the
-only flip is the one that keeps it (left-right for north/south-looking scenes); an up-down
-flip or a 180° rotation would teach the model buildings leaning the wrong way. A raster that
-looks the opposite way to the model is rotated by 180° instead, as the SN6 orientation flag
-does.
+only flip is the one that keeps it (left-right for a north/south-looking model); an up-down
+flip or a 180° rotation would teach the model buildings leaning the wrong way.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import rasterio
 import shapely
 import torch
 import torch.nn.functional as F
+from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -39,12 +44,15 @@ from .extract import ExtractionResult, score_extraction
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, normalise, predict_probabilities
 from .model import INPUT_MULTIPLE_PX, UNet11
-from .raster_windows import (OPPOSITE_LOOK, RasterError, RasterInfo, look_preserving_flip_axis, raster_look_direction,
-                             read_window)
+from .radiometry.scales import BANDS as SN6_BANDS
+from .raster_windows import RasterError, RasterInfo, look_preserving_flip_axis
+from .reading import InputOptions, InputPlan, plan_input
+from .reading.bands import polarisation_of
+from .reading.ground import ground_pixel
+from .reading.model_windows import ModelWindows
+from .reading.plan import check_placeable, model_scale_of
 from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
 from .vector_io import FootprintTable
-from .reading import InputOptions, plan_input
-from .reading.plan import check_placeable
 from .vectorize import VectorizeOptions, vectorize_probabilities
 from .weights import WeightsError, atomic_torch_save, load_model, save_model
 
@@ -83,8 +91,11 @@ class TrainingOptions:
     seed: int = 0
     normalisation: str = "auto"           # auto: the initial model's, else sn6; or per-band stats
     look_direction: str | None = None     # the model's; None: the initial model's, else north
-    # per raster; None = its LOOK_DIRECTION tag, else the model's
+    # per raster; None = input.look_direction (auto: its LOOK_DIRECTION tag, else the model's)
     raster_look_directions: tuple[str | None, ...] | None = None
+    # how every raster is read, as extraction reads it: scale, band order, nodata, resampling
+    input: InputOptions = InputOptions()
+    pixel_size_m: float | None = None     # the model's; None: the initial model's, else the first raster's
     label_min_area_m2: float = SN6_MIN_AREA_M2  # footprints this small or smaller stay out of the masks
     # Every footprint is shrunk by this many metres in the masks (None: the initial model's,
     # else DEFAULT_LABEL_EROSION_M); extraction grows blobs back by as much.
@@ -129,6 +140,10 @@ class TrainingOptions:
         for look in (self.look_direction, *(self.raster_look_directions or ())):
             if look is not None and look not in LOOK_DIRECTIONS:
                 raise ValueError(f"Look direction {look!r}: choose one of {', '.join(LOOK_DIRECTIONS)}.")
+        if self.pixel_size_m is not None and not (0 < self.pixel_size_m <= 100 and math.isfinite(self.pixel_size_m)):
+            raise ValueError(f"Model pixel size {self.pixel_size_m} m must be a positive number of metres (at most "
+                             "100; empty: the initial model's, else the first raster's; SN6: 0.5).")
+        self.input.check()
 
 
 @dataclass
@@ -159,19 +174,109 @@ class TrainingResult:
     seconds: float
 
 
+# ---------------------------------------------------------------- the model's input and the plans
+
+def _scale_label(scale: str) -> str:
+    """A scale as checkpoints record it (SN6's as the baseline's metadata spells it)."""
+    return ModelSettings().input_scale if scale == "sn6" else scale
+
+
+def _sn6_normalised(settings: ModelSettings) -> ModelSettings:
+    sn6 = ModelSettings()
+    return replace(settings, mean=(sn6.mean[0],) * settings.bands, std=(sn6.std[0],) * settings.bands,
+                   input_scale=sn6.input_scale)
+
+
+def _new_band_names(dataset, band_order) -> tuple[str, ...]:
+    """A new model's bands: the polarisations (else the descriptions) of the raster bands it reads
+    (Band order's, else all in order); the default names where they name nothing unique."""
+    indexes = tuple(band_order) if band_order else tuple(range(1, dataset.count + 1))
+    bad = [b for b in indexes if not 1 <= b <= dataset.count]
+    if bad:
+        raise RasterError(f"Band order names band {bad[0]}, but {Path(str(dataset.name)).name} has bands 1 to "
+                          f"{dataset.count}.")
+    descriptions = [dataset.descriptions[b - 1] for b in indexes]
+    for names in ([polarisation_of(d) for d in descriptions], descriptions):
+        if all(names) and len(set(names)) == len(names):
+            return tuple(names)
+    return ModelSettings().with_bands(len(indexes)).band_names
+
+
+def model_look(options: TrainingOptions, start: ModelSettings | None, resumed: bool = False) -> str:
+    """The model's look: a resumed run's, else Look direction, else the initial model's, else north."""
+    if resumed:
+        return start.look_direction
+    return options.look_direction or (start.look_direction if start is not None else "north")
+
+
+def target_settings(first_dataset, options: TrainingOptions, start: ModelSettings | None,
+                    resumed: bool = False) -> ModelSettings:
+    """The settings every raster is read into, decided before any region opens: bands, input
+    scale, pixel size and look. ``start``: a resumed run's settings (kept as they are) or the
+    initial model's (its scale, bands and pixel size unless Model pixel size is set); a new
+    model takes the first raster's bands and ground pixel size, and the SN6 scale, or with
+    per-band normalisation the first raster's own scale, to which every raster is converted."""
+    if resumed:
+        return start
+    look = model_look(options, start)
+    if start is not None:
+        settings = replace(start, input_scale=_scale_label(model_scale_of(start)), look_direction=look,
+                           pixel_size_m=float(options.pixel_size_m or start.pixel_size_m))
+        return _sn6_normalised(settings) if options.normalisation == "sn6" else settings
+    from .radiometry.detect import decide_scale
+    from .reading.bands import map_bands
+
+    names = _new_band_names(first_dataset, options.input.band_order)
+    pixel = options.pixel_size_m or round(ground_pixel(first_dataset.transform, first_dataset.width,
+                                                       first_dataset.height, first_dataset.crs.to_wkt()).size_m, 6)
+    settings = _sn6_normalised(ModelSettings(band_names=names, pixel_size_m=float(pixel), look_direction=look))
+    if options.normalisation == "per-band":
+        bands = map_bands(list(first_dataset.descriptions), names, options.input.band_order,
+                          Path(str(first_dataset.name)).name)
+        decision = decide_scale(first_dataset, bands.indexes, options.input.input_scale,
+                                zero_is_nodata=options.input.zero_is_nodata)
+        settings = replace(settings, input_scale=_scale_label(decision.scale))
+    return settings
+
+
+def raster_input_options(options: TrainingOptions, index: int) -> InputOptions:
+    """Raster ``index``'s input options: the shared ones, with its own look where given."""
+    looks = options.raster_look_directions
+    look = (looks[index] if looks else None) or options.input.look_direction
+    return replace(options.input, look_direction=look)
+
+
+def plan_rasters(datasets: Sequence, names: Sequence[str], options: TrainingOptions, start: ModelSettings | None,
+                 resumed: bool = False) -> tuple[ModelSettings, list[InputPlan]]:
+    """The model's target settings and each open raster's input plan; what cannot be read
+    correctly is refused here, with extraction's messages."""
+    looks = options.raster_look_directions
+    if looks and len(looks) != len(datasets):
+        raise ValueError(f"{len(looks)} look direction(s) for {len(datasets)} raster(s).")
+    for dataset, name in zip(datasets, names):
+        check_placeable(dataset.width, dataset.height, dataset.crs, name)
+    target = target_settings(datasets[0], options, start, resumed)
+    plans = []
+    for index, (dataset, name) in enumerate(zip(datasets, names)):
+        plan = plan_input(dataset, target, raster_input_options(options, index), name)
+        if (plan.source_scale, plan.gain) != (plan.model_scale, 1.0) and plan.model_scale == "sn6" \
+                and not set(b.upper() for b in target.band_names) <= set(SN6_BANDS):
+            raise RasterError(f"{name} is {plan.source_scale}, but the SN6 scale is defined for the bands "
+                              f"{', '.join(SN6_BANDS)}, not {', '.join(target.band_names)}: set Normalisation "
+                              "to per-band (--normalisation per-band), which trains on the rasters' own scale.")
+        plans.append(plan)
+    return target, plans
+
+
+def check_training_rasters(rasters: Sequence, options: TrainingOptions, start: ModelSettings | None,
+                           resumed: bool = False) -> tuple[ModelSettings, list[InputPlan]]:
+    """:func:`plan_rasters` on raster files (validation's check before the heavy work)."""
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(rasterio.open(path)) for path in rasters]
+        return plan_rasters(datasets, [Path(str(path)).name for path in rasters], options, start, resumed)
+
+
 # ---------------------------------------------------------------- spatial split and labels
-
-def check_training_bands(info: RasterInfo, settings: ModelSettings, path) -> None:
-    """Training reads the bands in the raster's order (no band mapping yet): their count must be the model's."""
-    name = Path(str(path)).name
-    check_placeable(info.width, info.height, info.crs_wkt, name)
-    if info.bands != settings.bands:
-        raise RasterError(
-            f"{name} has {info.bands} band(s) but the model expects {settings.bands} "
-            f"({', '.join(settings.band_names)}, in that order). Choose a {settings.bands}-band SAR "
-            f"raster (for example with 'Build virtual raster', one band per polarisation) or a model "
-            f"trained on {info.bands} band(s).")
-
 
 def validation_split_row(height_px: int, validation_share: float) -> int:
     """First row of the validation band: rows above it train, rows from it on validate."""
@@ -187,6 +292,9 @@ def pixel_polygon(window: Window, transform) -> shapely.Polygon:
     r1, c1 = r0 + window.height, c0 + window.width
     return shapely.Polygon([transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
 
+
+def grid_outline(grid) -> shapely.Polygon:
+    return pixel_polygon(Window(0, 0, grid.width, grid.height), grid.transform)
 
 def load_footprints(source: LabelSource, info: RasterInfo, raster_name: str = "the raster",
                     feedback: Feedback | None = None) -> list:
@@ -213,9 +321,8 @@ def _refuse_empty_labels(regions: list, labels: Sequence) -> None:
     no buildings); one raster without footprints among others is a plain negative example."""
     from .truth import TruthError
 
-    on_raster = [sum(1 for g in shapely.intersects(
-        pixel_polygon(Window(0, 0, r.info.width, r.info.height), r.info.transform), r.footprints).tolist() if g)
-        if r.footprints else 0 for r in regions]
+    on_raster = [sum(1 for g in shapely.intersects(grid_outline(r.grid), r.footprints).tolist() if g)
+                 if r.footprints else 0 for r in regions]
     if sum(on_raster) == 0:
         named = ", ".join(f"{_name(label)}: {len(r.footprints)} polygon(s), {n} on {Path(str(r.path)).name}"
                           for label, r, n in zip(labels, regions, on_raster))
@@ -254,25 +361,31 @@ def separate_touching(ids: np.ndarray) -> np.ndarray:
     return ((ids > 0) & ~contact_pixels(ids)).astype(np.uint8)
 
 
-class SceneRegion:
-    """The training region of one raster (rows above its validation band) and its labels.
 
-    Crops are read in the raster's own orientation and rotated by 180° afterwards when the
-    raster looks the other way to the model. The region is held in RAM when ``cached``
-    (one read, crops are slices), else every crop is one windowed read from the open file.
+class SceneRegion:
+    """The training region of one raster (the model-grid rows above its validation band) and its labels.
+
+    Everything is in pixels of the plan's model grid: crops are read through
+    :class:`ModelWindows` (bands mapped, values on the model's scale, resampled where the plan
+    says), labels are rasterised with the grid's transform, and every crop is turned by the
+    plan's quarter turns (as :class:`Predictor` turns tiles) so that it looks the model's way.
+    The region is held in RAM when ``cached`` (one read, crops are slices), else every crop is
+    one windowed read from the open file.
     """
 
-    def __init__(self, dataset, path, footprints: list, split_row: int, rotate_180: bool,
+    def __init__(self, dataset, path, plan: InputPlan, footprints: list, split_row: int,
                  label_min_area_m2: float, label_erosion_m: float = 0.0, contact_weight: float = 0.0):
         self.dataset = dataset
         self.path = str(path)
-        self.info = RasterInfo.of(dataset)
+        self.plan = plan
+        self.grid = plan.grid
+        self.windows = ModelWindows(dataset, plan)
+        self.bands = len(plan.band_names)
         self.split_row = split_row
-        self.rotate_180 = rotate_180
         self.footprints = footprints  # every polygon, for the validation score
-        m2_per_unit = self.info.pixel_area_m2 / self.info.pixel_area_map_units
+        m2_per_unit = self.grid.pixel_area_m2 / abs(self.grid.transform.determinant)
         whole = [g for g in footprints if g.area * m2_per_unit > label_min_area_m2]
-        erosion_px = label_erosion_m / math.sqrt(self.info.pixel_area_m2)
+        erosion_px = label_erosion_m / self.grid.pixel_size_m
         kept = whole
         if label_erosion_m > 0:
             kept = [g.buffer(-label_erosion_m / math.sqrt(m2_per_unit), join_style="mitre") for g in whole]
@@ -292,21 +405,21 @@ class SceneRegion:
 
     @property
     def training_pixels(self) -> int:
-        return self.split_row * self.info.width
+        return self.split_row * self.grid.width
 
     @property
     def cache_bytes(self) -> int:
-        return self.training_pixels * (4 * self.info.bands + 2 + (self.contact_weight > 0))
+        return self.training_pixels * (4 * self.bands + 2 + (self.contact_weight > 0))
 
     def _ids(self, polygons: list, tree, window: Window, pad: int) -> np.ndarray | None:
         """Raster of polygon ids (1-based) over ``window`` grown by ``pad`` px; None when empty."""
         grown = Window(window.col_off - pad, window.row_off - pad, window.width + 2 * pad, window.height + 2 * pad)
-        candidates = tree.query(pixel_polygon(grown, self.info.transform))
+        candidates = tree.query(pixel_polygon(grown, self.grid.transform))
         if len(candidates) == 0:
             return None
         return rasterize(((polygons[i], int(n) + 1) for n, i in enumerate(candidates)),
                          out_shape=(int(grown.height), int(grown.width)), fill=0, dtype="int32",
-                         transform=window_transform(grown, self.info.transform))
+                         transform=window_transform(grown, self.grid.transform))
 
     def rasterise(self, window: Window) -> np.ndarray:
         """The building mask of a window: pixel centres inside a (shrunk) footprint are building,
@@ -332,134 +445,135 @@ class SceneRegion:
 
     def cache(self) -> None:
         """Read the whole training region into RAM, strip by strip."""
-        bands, width = self.info.bands, self.info.width
-        self.image = np.empty((bands, self.split_row, width), np.float32)
+        width = self.grid.width
+        self.image = np.empty((self.bands, self.split_row, width), np.float32)
         self.valid = np.empty((self.split_row, width), bool)
         for top in range(0, self.split_row, _STRIP_ROWS):
             rows = min(_STRIP_ROWS, self.split_row - top)
-            data, valid = read_window(self.dataset, Window(0, top, width, rows), self.info.nodata)
+            data, valid = self.windows.read(Window(0, top, width, rows))
             self.image[:, top:top + rows], self.valid[top:top + rows] = data, valid
         self.mask = self.rasterise(Window(0, 0, width, self.split_row))
         if self.contact_weight > 0:
             self.zone = self.contact_zone(Window(0, 0, width, self.split_row))
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, ...]:
-        """(raw image (bands, h, w), mask (h, w) uint8, valid (h, w) bool, loss weight (h, w)
-        float32: 0 off the valid pixels, 1 + ``contact_weight`` in the contact zone) of a crop."""
+        """(image on the model's scale (bands, h, w), mask (h, w) uint8, valid (h, w) bool, loss
+        weight (h, w) float32: 0 off the valid pixels, 1 + ``contact_weight`` in the contact
+        zone) of a model-grid crop, turned by the plan's quarter turns (h and w swap when odd)."""
         window = Window(col, row, width, height)
         if self.image is not None:
             rows, cols = slice(row, row + height), slice(col, col + width)
             image, mask, valid = self.image[:, rows, cols].copy(), self.mask[rows, cols], self.valid[rows, cols]
             zone = self.zone[rows, cols] if self.zone is not None else None
         else:
-            image, valid = read_window(self.dataset, window, self.info.nodata)
+            image, valid = self.windows.read(window)
             mask = self.rasterise(window)
             zone = self.contact_zone(window) if self.contact_weight > 0 else None
         weight = valid.astype(np.float32)
         if zone is not None:
             weight *= 1.0 + self.contact_weight * zone
-        if self.rotate_180:
-            image, mask, valid, weight = image[:, ::-1, ::-1], mask[::-1, ::-1], valid[::-1, ::-1], weight[::-1, ::-1]
+        turns = self.plan.quarter_turns
+        if turns:  # counter-clockwise, as Predictor's torch.rot90 turns the tiles of extraction
+            image, mask, valid, weight = (np.rot90(a, turns, axes=(-2, -1)) for a in (image, mask, valid, weight))
         return image, mask, valid, weight
 
 
 class TrainingData:
-    """Random training crops from the training regions of several rasters.
+    """Random training crops from the training regions of several rasters, on the model's
+    input (:attr:`settings`: bands, scale, pixel size, look; mean and std not yet final).
 
     Both the crop positions and the flips come from the caller's generator, so a seed fixes
     the batches, cached or not.
     """
 
-    def __init__(self, regions: list[SceneRegion], tile_size_px: int, flip_axis: int | None,
-                 cached: bool):
+    def __init__(self, regions: list[SceneRegion], settings: ModelSettings, tile_size_px: int,
+                 flip_axis: int | None, cached: bool):
         self.regions = regions
+        self.settings = settings
         self.tile_size_px = tile_size_px
-        self.flip_axis = flip_axis  # -1: left-right (north/south looking); -2: up-down (east/west)
+        self.flip_axis = flip_axis  # -1: left-right (north/south-looking model); -2: up-down (east/west)
         self.cached = cached
         pixels = np.array([r.training_pixels for r in regions], float)
         self._region_weights = pixels / pixels.sum()
 
     @classmethod
     def open(cls, rasters: Sequence, labels: Sequence[LabelSource], options: TrainingOptions,
-             model_look: str, stack: ExitStack, feedback: Feedback | None = None) -> "TrainingData":
-        """Open every raster (kept open on ``stack``), read its labels, split it, maybe cache it."""
+             start: ModelSettings | None, stack: ExitStack, feedback: Feedback | None = None,
+             resumed: bool = False) -> "TrainingData":
+        """Open every raster (kept open on ``stack``), plan it into the model's input
+        (:func:`plan_rasters`; ``start``: the resumed run's or initial model's settings, None
+        for a new model), read its labels, split it, maybe cache it."""
         feedback = feedback or Feedback()
         if len(rasters) == 0:
             raise ValueError("No training raster given; give at least one SAR raster with its footprint layer.")
         if len(rasters) != len(labels):
             raise ValueError(f"{len(rasters)} raster(s) but {len(labels)} footprint layer(s): give one "
                              "footprint layer per raster, in the same order.")
-        looks = options.raster_look_directions or (None,) * len(rasters)
-        if len(looks) != len(rasters):
-            raise ValueError(f"{len(looks)} look direction(s) for {len(rasters)} raster(s).")
+        datasets = [stack.enter_context(rasterio.open(path)) for path in rasters]
+        names = [Path(str(path)).name for path in rasters]
+        settings, plans = plan_rasters(datasets, names, options, start, resumed)
         regions = []
-        for path, label_source, look in zip(rasters, labels, looks):
+        for path, dataset, name, plan, label_source in zip(rasters, datasets, names, plans, labels):
             feedback.check_cancelled()
-            dataset = stack.enter_context(rasterio.open(path))
-            info = RasterInfo.of(dataset)
-            name = Path(str(path)).name
-            if info.crs_wkt is None:
-                raise RasterError(f"{name} has no coordinate reference system, so its footprints cannot be "
-                                  "placed on it. Assign its CRS and run again.")
-            split_row = validation_split_row(info.height, options.validation_share)
+            grid = plan.grid
+            split_row = validation_split_row(grid.height, options.validation_share)
             if split_row < INPUT_MULTIPLE_PX:
-                raise RasterError(f"{name} leaves {split_row} training rows (height {info.height} px, validation "
-                                  f"share {options.validation_share:g}); lower the validation share or use a "
-                                  f"taller raster (at least {INPUT_MULTIPLE_PX} training rows).")
-            if 0 < info.height - split_row < INPUT_MULTIPLE_PX:
-                raise RasterError(f"{name}'s validation band would be {info.height - split_row} rows; raise the "
-                                  f"validation share to at least {INPUT_MULTIPLE_PX / info.height:.2f} or set it to 0.")
-            look = look or raster_look_direction(dataset) or model_look
-            if look not in (model_look, OPPOSITE_LOOK[model_look]):
-                raise ValueError(f"{name} looks {look} but the model looks {model_look}: a perpendicular look "
-                                 "direction cannot be matched by rotating 180°. Train such scenes separately.")
-            footprints = load_footprints(label_source, info, name, feedback)
-            regions.append(SceneRegion(dataset, path, footprints, split_row, look != model_look,
-                                       options.label_min_area_m2, options.label_erosion_m or 0.0,
-                                       options.contact_weight))
+                raise RasterError(f"{name} leaves {split_row} training rows (height {grid.height} px on the model's "
+                                  f"grid, validation share {options.validation_share:g}); lower the validation "
+                                  f"share or use a taller raster (at least {INPUT_MULTIPLE_PX} training rows).")
+            if 0 < grid.height - split_row < INPUT_MULTIPLE_PX:
+                raise RasterError(f"{name}'s validation band would be {grid.height - split_row} rows; raise the "
+                                  f"validation share to at least {INPUT_MULTIPLE_PX / grid.height:.2f} or set it to 0.")
+            footprints = load_footprints(label_source, RasterInfo.of(dataset), name, feedback)
+            regions.append(SceneRegion(dataset, path, plan, footprints, split_row, options.label_min_area_m2,
+                                       options.label_erosion_m or 0.0, options.contact_weight))
         _refuse_empty_labels(regions, labels)
-        bands = {r.info.bands for r in regions}
-        if len(bands) > 1:
-            raise RasterError("The rasters have different band counts (" + ", ".join(
-                f"{Path(r.path).name}: {r.info.bands}" for r in regions) + "); train on rasters with the same bands.")
         total_mb = sum(r.cache_bytes for r in regions) / 2 ** 20
         cached = total_mb <= options.cache_limit_mb
         for region in regions:
             feedback.check_cancelled()
             if cached:
                 region.cache()
-        flip_axis = look_preserving_flip_axis(model_look) if options.augment else None
-        data = cls(regions, options.tile_size_px, flip_axis, cached)
+        flip_axis = look_preserving_flip_axis(settings.look_direction) if options.augment else None
+        data = cls(regions, settings, options.tile_size_px, flip_axis, cached)
         for region in regions:
-            info = region.info
+            grid, plan = region.grid, region.plan
             dropped = len(region.footprints) - len(region.mask_footprints)
-            feedback.info(f"{Path(region.path).name}: {info.width} x {info.height} px, {info.bands} band(s); "
-                          f"training rows 0–{region.split_row}, validation rows {region.split_row}–{info.height}; "
-                          f"{len(region.footprints)} footprint(s), {dropped} of ≤ {options.label_min_area_m2:g} m² "
-                          f"left out of the masks{'; rotated 180°' if region.rotate_180 else ''}")
+            for line in plan.log_lines():
+                feedback.info(f"{plan.raster_name}: {line}")
+            turned = f"; crops turned {90 * plan.quarter_turns}° counter-clockwise to look {plan.model_look}" \
+                if plan.quarter_turns else ""
+            grid_text = "" if plan.reads_as_is else \
+                f" (raster {region.dataset.width} x {region.dataset.height} px, resampled)"
+            feedback.info(f"{plan.raster_name}: {grid.width} x {grid.height} px at {grid.pixel_size_m:.3g} m"
+                          f"{grid_text}, {region.bands} band(s); training rows 0–{region.split_row}, validation "
+                          f"rows {region.split_row}–{grid.height}; {len(region.footprints)} footprint(s), {dropped} "
+                          f"of ≤ {options.label_min_area_m2:g} m² left out of the masks{turned}")
         feedback.info(f"Training regions: {total_mb:.0f} MB, " + (
             "held in RAM" if cached else f"read window by window (over the {options.cache_limit_mb:g} MB cache limit)"))
         return data
 
     @property
     def bands(self) -> int:
-        return self.regions[0].info.bands
+        return self.settings.bands
 
     @property
     def training_pixels(self) -> int:
         return sum(r.training_pixels for r in self.regions)
 
     def sample_tile(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        """One random crop (raw image, mask, valid, loss weight; see :meth:`SceneRegion.read`),
-        padded to the tile size where the region is smaller."""
+        """One random crop (image, mask, valid, loss weight; see :meth:`SceneRegion.read`),
+        padded to the tile size where the region is smaller, then maybe flipped along the
+        model's look-preserving axis."""
         region = self.regions[int(rng.choice(len(self.regions), p=self._region_weights))]
         tile = self.tile_size_px
-        height, width = min(tile, region.split_row), min(tile, region.info.width)
+        height, width = min(tile, region.split_row), min(tile, region.grid.width)
         row = int(rng.integers(0, region.split_row - height + 1))
-        col = int(rng.integers(0, region.info.width - width + 1))
+        col = int(rng.integers(0, region.grid.width - width + 1))
         arrays = region.read(row, col, height, width)
-        if (height, width) != (tile, tile):
-            pad = ((0, tile - height), (0, tile - width))
+        shape = arrays[1].shape
+        if shape != (tile, tile):
+            pad = ((0, tile - shape[0]), (0, tile - shape[1]))
             arrays = (np.pad(arrays[0], ((0, 0),) + pad),) + tuple(np.pad(a, pad) for a in arrays[1:])
         if self.flip_axis is not None and rng.random() < 0.5:
             arrays = tuple(np.flip(a, self.flip_axis) for a in arrays)
@@ -511,57 +625,27 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Te
 
 # ---------------------------------------------------------------- validation
 
-def _write_window_vrt(vrt_path: str, raster_path, window: Window) -> None:
-    """A VRT showing one window of a raster (what ``gdal_translate -of VRT -srcwin`` makes),
-    written as XML so that rasterio alone suffices: GDAL's Python bindings are not in the
-    worker's venv. It keeps what the pipeline reads: CRS, geotransform, dataset tags
-    (LOOK_DIRECTION, SIMULATION), band types, nodata and descriptions."""
-    from html import escape
-
-    source = os.path.abspath(raster_path)
-    with rasterio.open(source) as dataset:
-        transform = window_transform(window, dataset.transform).to_gdal()
-        lines = [f'<VRTDataset rasterXSize="{window.width}" rasterYSize="{window.height}">']
-        if dataset.crs:
-            lines.append(f"  <SRS>{escape(dataset.crs.to_wkt())}</SRS>")
-        lines.append(f"  <GeoTransform>{', '.join(repr(float(v)) for v in transform)}</GeoTransform>")
-        lines.append("  <Metadata>" + "".join(f'<MDI key="{escape(str(k))}">{escape(str(v))}</MDI>'
-                                              for k, v in dataset.tags().items()) + "</Metadata>")
-        for band, (dtype, nodata, description) in enumerate(
-                zip(dataset.dtypes, dataset.nodatavals, dataset.descriptions), start=1):
-            gdal_type = rasterio.dtypes.typename_fwd[rasterio.dtypes.dtype_rev[dtype]]
-            lines.append(f'  <VRTRasterBand dataType="{gdal_type}" band="{band}">')
-            if description:
-                lines.append(f"    <Description>{escape(description)}</Description>")
-            if nodata is not None:
-                lines.append(f"    <NoDataValue>{nodata!r}</NoDataValue>")
-            lines += [f'    <SimpleSource><SourceFilename relativeToVRT="0">{escape(source)}</SourceFilename>'
-                      f"<SourceBand>{band}</SourceBand>",
-                      f'      <SrcRect xOff="{window.col_off}" yOff="{window.row_off}" xSize="{window.width}" '
-                      f'ySize="{window.height}"/>',
-                      f'      <DstRect xOff="0" yOff="0" xSize="{window.width}" ySize="{window.height}"/>'
-                      "</SimpleSource>",
-                      "  </VRTRasterBand>"]
-        lines.append("</VRTDataset>")
-    Path(vrt_path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 class ValidationSet:
-    """The validation bands as small VRTs over the rasters (no copy), with their true footprints
-    clipped to the band: the extraction pipeline runs on each and is scored against them."""
+    """The validation bands: the model-grid rows below each region's split, read through the
+    region's own plan (its grid cut to those rows), with the true footprints clipped to the
+    band. The extraction pipeline runs on each and is scored against them."""
 
-    def __init__(self, regions: list[SceneRegion], scratch: str):
+    def __init__(self, regions: list[SceneRegion]):
         self.bands = []
-        for index, region in enumerate(regions):
-            info = region.info
-            rows = info.height - region.split_row
+        for region in regions:
+            grid = region.grid
+            rows = grid.height - region.split_row
             if rows <= 0:
                 continue
-            vrt = os.path.join(scratch, f"validation_{index}.vrt")
-            _write_window_vrt(vrt, region.path, Window(0, region.split_row, info.width, rows))
-            outline = pixel_polygon(Window(0, region.split_row, info.width, rows), info.transform)
+            band = replace(grid, height=rows, transform=grid.transform * Affine.translation(0, region.split_row),
+                           is_raster_grid=False)
+            # The band is a sub-grid of the model grid: ModelWindows warps onto it, with the plan's
+            # resampling, or nearest where the raster's own grid was read as is (exact on an
+            # aligned grid: every pixel lands on itself).
+            plan = replace(region.plan, grid=band, resampling=region.plan.resampling or "nearest")
+            outline = grid_outline(band)
             truth = [g.intersection(outline) for g in region.footprints if g.intersects(outline)]
-            self.bands.append((vrt, [g for g in truth if not g.is_empty], region.rotate_180))
+            self.bands.append((region.path, plan, [g for g in truth if not g.is_empty]))
 
     def __bool__(self) -> bool:
         return bool(self.bands)
@@ -571,15 +655,12 @@ class ValidationSet:
         """Object-level SpaceNet counts pooled over the bands, and the area IoU."""
         tp = fp = fn = 0
         intersection = union = 0.0
-        for index, (vrt, truth, rotate_180) in enumerate(self.bands):
+        for index, (path, plan, truth) in enumerate(self.bands):
             sub = SubFeedback(feedback, 100.0 * index / len(self.bands), 100.0 * (index + 1) / len(self.bands))
-            predictor = Predictor(model, device, quarter_turns=2 if rotate_180 else 0)
-            with rasterio.open(vrt) as dataset:  # read as training reads it: the model's scale and look
-                plan = plan_input(dataset, settings, InputOptions(input_scale=settings.input_scale,
-                                                                  look_direction=settings.look_direction))
+            predictor = Predictor(model, device, quarter_turns=plan.quarter_turns)
             with tempfile.TemporaryDirectory(prefix="sn6-validation-") as scratch:
                 probability_path = os.path.join(scratch, "probability.tif")
-                info = predict_probabilities(vrt, probability_path, predictor, settings, plan, tiling,
+                info = predict_probabilities(path, probability_path, predictor, settings, plan, tiling,
                                              SubFeedback(sub, 0, 90))
                 vectorize = VectorizeOptions.for_model(settings, info, 0.5 * info.pixel_size_m)  # 0.5 px
                 geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
@@ -624,13 +705,6 @@ def _load_initial_model(initial_model: str) -> tuple[UNet11, ModelSettings]:
     return load_model(initial_model)
 
 
-def _band_names(data: TrainingData) -> tuple[str, ...]:
-    names = data.regions[0].dataset.descriptions
-    if all(names) and len(set(names)) == len(names):
-        return tuple(names)
-    return ModelSettings().with_bands(data.bands).band_names
-
-
 def _describe_data(data: TrainingData, options: TrainingOptions) -> str:
     if options.description:
         return options.description
@@ -639,29 +713,21 @@ def _describe_data(data: TrainingData, options: TrainingOptions) -> str:
 
 
 def _base_settings(data: TrainingData, options: TrainingOptions, initial: ModelSettings | None,
-                   model: UNet11, model_look: str, feedback: Feedback) -> ModelSettings:
-    """The new checkpoint's settings: the initial model's where fine-tuning, else the data's."""
-    pixel_sizes = [math.sqrt(r.info.pixel_area_m2) for r in data.regions]
-    if max(pixel_sizes) > 1.1 * min(pixel_sizes):
-        feedback.warning("The rasters' pixel sizes differ (" + ", ".join(f"{p:.2f} m" for p in pixel_sizes)
-                         + "); buildings will have different sizes in pixels.")
-    settings = initial or ModelSettings(band_names=_band_names(data)).with_bands(data.bands)
+                   model: UNet11, feedback: Feedback) -> ModelSettings:
+    """The new checkpoint's settings: the data's target (:func:`target_settings`), with per-band
+    mean and std measured on the training crops as the model sees them (its scale and grid)."""
+    settings = data.settings
     normalisation = options.normalisation
     if normalisation == "auto":
         normalisation = "model" if initial else "sn6"
-    if normalisation == "sn6":
-        sn6 = ModelSettings()
-        settings = replace(settings, mean=(sn6.mean[0],) * data.bands, std=(sn6.std[0],) * data.bands,
-                           input_scale="sn6-intensity")
     elif normalisation == "per-band":
         mean, std = data.band_statistics(np.random.default_rng([options.seed, 0xBA5D]))
-        settings = replace(settings, mean=mean, std=std, input_scale="per-band statistics of the training data")
-        feedback.info("Per-band normalisation: mean " + ", ".join(f"{m:.3f}" for m in mean)
-                      + "; std " + ", ".join(f"{s:.3f}" for s in std))
-    return replace(settings, architecture="UNet11", width=model.width, pixel_size_m=round(pixel_sizes[0], 6),
-                   threshold=options.threshold, min_area_m2=options.label_min_area_m2,
-                   grow_m=options.label_erosion_m or 0.0, flip_average=False, rotate_180=False,
-                   look_direction=model_look, description=_describe_data(data, options),
+        settings = replace(settings, mean=mean, std=std)
+        feedback.info(f"Per-band normalisation on {settings.input_scale} values: mean "
+                      + ", ".join(f"{m:.3f}" for m in mean) + "; std " + ", ".join(f"{s:.3f}" for s in std))
+    return replace(settings, architecture="UNet11", width=model.width, threshold=options.threshold,
+                   min_area_m2=options.label_min_area_m2, grow_m=options.label_erosion_m or 0.0, flip_average=False,
+                   rotate_180=False, description=_describe_data(data, options),
                    extra=dict(normalisation=normalisation))
 
 
@@ -704,7 +770,7 @@ def _warn_if_specks_would_pass(data: TrainingData, options: TrainingOptions, fee
     """Extraction grows every blob by the erosion before the minimum area is applied: too large
     an erosion lets a speck of 2 x 2 pixels grow past the minimum area and count as a building."""
     erosion = options.label_erosion_m or 0.0
-    pixel = max(math.sqrt(r.info.pixel_area_m2) for r in data.regions)
+    pixel = max(r.grid.pixel_size_m for r in data.regions)
     grown = (2 * pixel + 2 * erosion) ** 2
     if erosion > 0 and grown >= options.label_min_area_m2:
         largest = max(0.0, (math.sqrt(options.label_min_area_m2) - 2 * pixel) / 2)
@@ -747,22 +813,21 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
     device = resolve_device(options.device)
 
     with ExitStack() as stack:
-        initial_model, initial_settings = None, None
+        initial_model, initial_settings, start = None, None, None
         if resume_state is not None:
-            model_look = ModelSettings.from_dict(resume_state["settings"]).look_direction
-        else:
-            if options.initial_model:
-                initial_model, initial_settings = _load_initial_model(options.initial_model)
-            model_look = options.look_direction or (initial_settings.look_direction if initial_settings else "north")
+            start = ModelSettings.from_dict(resume_state["settings"])
+        elif options.initial_model:
+            initial_model, initial_settings = _load_initial_model(options.initial_model)
+            start = initial_settings
+            if options.pixel_size_m and abs(options.pixel_size_m - initial_settings.pixel_size_m) > 1e-9:
+                feedback.warning(f"Model pixel size {options.pixel_size_m:g} m differs from the initial model's "
+                                 f"({initial_settings.pixel_size_m:g} m): the model has to relearn building sizes.")
         options = replace(options, label_erosion_m=_label_erosion(options, resume_state, initial_settings, feedback))
-        data = TrainingData.open(rasters, labels, options, model_look, stack, feedback)
+        data = TrainingData.open(rasters, labels, options, start, stack, feedback, resumed=resume_state is not None)
         _warn_if_specks_would_pass(data, options, feedback)
 
         if resume_state is not None:
-            base = ModelSettings.from_dict(resume_state["settings"])
-            if base.bands != data.bands:
-                raise RasterError(f"The resume file was written for {base.bands} band(s), the rasters have "
-                                  f"{data.bands}; delete {resume_path.name} or train into another output.")
+            base = start
             model = UNet11(in_channels=base.bands, width=base.width)
             model.load_state_dict(resume_state["state_dict"], strict=True)
         else:
@@ -774,9 +839,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                 if initial_settings.width != options.width:
                     feedback.info(f"Width {initial_settings.width:g} comes from the initial model "
                                   f"(not {options.width:g}).")
-            base = _base_settings(data, options, initial_settings, model, model_look, feedback)
-        for region in data.regions:
-            check_training_bands(region.info, base, region.path)
+            base = _base_settings(data, options, initial_settings, model, feedback)
         model.to(device, memory_format=torch.channels_last).train()  # faster convolutions, CPU and CUDA
         optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate,
                                       weight_decay=options.weight_decay)
@@ -794,8 +857,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
 
         steps = options.steps_per_epoch or max(
             1, round(data.training_pixels / (options.tile_size_px ** 2 * options.batch_size)))
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="sn6-training-"))
-        validation = ValidationSet(data.regions, scratch)
+        validation = ValidationSet(data.regions)
         tiling = TilingOptions(options.tile_size_px, min(64, options.tile_size_px // 4), options.batch_size)
         amp_dtype = autocast_dtype(device, training=True) if options.mixed_precision else None
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None

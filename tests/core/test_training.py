@@ -47,8 +47,9 @@ def scene(tmp_path_factory):
     return raster, labels
 
 
-def open_data(stack, raster, labels, look="north", **options):
-    return TrainingData.open([raster], [labels], replace(FAST, **options), look, stack)
+def open_data(stack, raster, labels, start=None, feedback=None, **options):
+    """The training data of one raster for a new model (``start`` None) or ``start``'s settings."""
+    return TrainingData.open([raster], [labels], replace(FAST, **options), start, stack, feedback)
 
 
 def test_a_tiny_run_lowers_the_loss_and_writes_a_loadable_checkpoint(scene, tmp_path):
