@@ -42,6 +42,18 @@ def _short(exc: BaseException) -> str:
     return text.split(". ")[0].rstrip(".")[:160]
 
 
+# What torch's weights-only unpickler says when a file pickles Python objects (classes, functions)
+# rather than tensors; any other complaint ("Unsupported operand 95") means a damaged stream,
+# as random bytes that happen to start with a pickle's first opcode give.
+PYTHON_OBJECT_REFUSAL = re.compile(r"GLOBAL|allowlist|add_safe_globals")
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    """The unpickler's own complaint, without torch's advice around it."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+    return found.group(1).strip().splitlines()[0][:120] if found else _short(exc)
+
+
 def _refused_pickle(path: Path, exc: BaseException) -> WeightsError:
     """torch's weights-only refusal in our words: never its advice to load unsafely."""
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
@@ -71,7 +83,11 @@ def _read(path: Path, lazy: bool = False):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=lazy and is_zip)
     except pickle.UnpicklingError as exc:
-        raise _refused_pickle(path, exc) from None
+        if PYTHON_OBJECT_REFUSAL.search(str(exc)):
+            raise _refused_pickle(path, exc) from None
+        raise WeightsError(f"{path.name} could not be read as a PyTorch checkpoint: its pickle stream is damaged "
+                           f"({_weights_only_reason(exc)}). Is the file complete? Copy it again or choose another "
+                           "checkpoint.") from None
     except Exception as exc:  # truncated or damaged files  # noqa: BLE001 - reworded, never passed on raw
         raise WeightsError(f"{path.name} could not be read as a PyTorch checkpoint ({type(exc).__name__}: "
                            f"{_short(exc)}). Is the file complete? Copy it again or choose another "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,22 @@ def test_not_a_checkpoint_and_truncated_files_are_clear_errors(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="Is the file complete"):
         load_model(tmp_path / "cut.pt")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_that_start_like_a_pickle_are_damaged_not_objects(tmp_path, seed):
+    """1 random file in 256 starts with the pickle opcode 0x80: it is a damaged file, not one
+    holding Python objects (a flaky CI run once said the latter)."""
+    body = np.random.default_rng(seed).integers(0, 256, 4094, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.pt").write_bytes(bytes([0x80, 2 + seed]) + body)
+    with pytest.raises(WeightsError, match="could not be read as a PyTorch checkpoint: its pickle stream is damaged"):
+        load_model(tmp_path / "noise.pt")
+
+
+def test_legacy_pickle_of_a_function_is_refused_as_a_python_object(tmp_path):
+    torch.save({"state_dict": len}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match=r"not a plain weights file: it holds a pickled Python object \(\w*\.?len\)"):
+        load_model(tmp_path / "legacy.pt")
 
 
 def test_pickled_whole_model_is_refused_without_running_it(tmp_path):

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
@@ -188,7 +189,10 @@ def evil_model(tmp_path):
 @pytest.fixture
 def random_model(tmp_path):
     path = tmp_path / "random.pt"
-    path.write_bytes(os.urandom(4096))
+    # seeded, and not starting with the pickle opcode 0x80 (that case: test_model_and_weights)
+    data = bytearray(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    data[0] = data[0] if data[0] != 0x80 else 0x7F
+    path.write_bytes(bytes(data))
     return path
 
 
