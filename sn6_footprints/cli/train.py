@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from . import CliError, finish
+from .input_arguments import add_input_arguments, input_options
 
 LOOKS = ("north", "south", "east", "west")
 
@@ -15,7 +16,8 @@ def add_parser(subparsers) -> None:
                     "bottom rows of each raster are held out; after every epoch the extraction runs there and "
                     "is scored with the SpaceNet F1; the best epoch is kept. Give --raster/--labels in pairs.")
     p.add_argument("--raster", action="append", required=True, metavar="TIF",
-                   help="SAR raster (repeat for several); bands as the model expects")
+                   help="SAR raster (repeat for several), read as extract reads it: bands by their descriptions "
+                        "or --band-order, values converted to the model's scale, resampled to its pixel size")
     p.add_argument("--labels", action="append", required=True, metavar="VECTOR",
                    help="footprints of the raster given at the same position (any OGR format, any CRS)")
     p.add_argument("--output", required=True, help="checkpoint to write (.pt); <output>.resume.pt is kept beside it")
@@ -44,7 +46,11 @@ def add_parser(subparsers) -> None:
                    help="the model's look direction (default: the initial model's, else north)")
     p.add_argument("--raster-look", action="append", choices=LOOKS,
                    help="look direction of each raster, in --raster order (default: its LOOK_DIRECTION tag, else "
-                        "the model's; opposite to the model's: rotated 180°)")
+                        "the model's); its crops are turned by quarter turns to the model's look")
+    add_input_arguments(p, look_direction=False)
+    p.add_argument("--pixel-size", type=float, metavar="M",
+                   help="the model's pixel size in metres; every raster is resampled to it (default: the initial "
+                        "model's, else the first raster's ground pixel size)")
     p.add_argument("--min-area", type=float, default=20.0,
                    help="footprints of this area in m² or less stay out of the masks (default 20)")
     p.add_argument("--label-erosion", type=float, metavar="M",
@@ -82,7 +88,8 @@ def run(args) -> int:
         label_min_area_m2=args.min_area, label_erosion_m=args.label_erosion,
         contact_weight=args.contact_weight, augment=not args.no_augment,
         mixed_precision=not args.no_mixed_precision, cache_limit_mb=args.cache_mb,
-        description=args.description)
+        description=args.description, input=input_options(args, look_direction=False),
+        pixel_size_m=args.pixel_size)
     resume_file = args.resume_file or f"{args.output}.resume.pt"
     validate_training(args.raster, args.labels, args.output, options, resume_file=resume_file)
     result = train_model(args.raster, args.labels, args.output, options, args.feedback)

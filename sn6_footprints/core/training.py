@@ -697,6 +697,11 @@ def _load_resume(path: Path) -> dict:
     return state
 
 
+def resume_settings(path) -> ModelSettings:
+    """The settings a resume file continues with."""
+    return ModelSettings.from_dict(_load_resume(Path(path))["settings"])
+
+
 def _load_initial_model(initial_model: str) -> tuple[UNet11, ModelSettings]:
     """The checkpoint to fine-tune ("bundled": the plugin's own model)."""
     if initial_model == BUNDLED:

@@ -287,7 +287,11 @@ def validate_scoring(truth, proposals, outputs: dict[str, object], *, iou=0.5, m
 
 def validate_training(rasters, labels, output, options, resume_file=None) -> None:
     """Everything ``train`` needs: options in range, readable rasters and label files, an
-    initial model with sane metadata, a writable output that is no input."""
+    initial model with sane metadata, a writable output that is no input, and every raster
+    planned into the model's input once (bands, scale, look, pixel size: refused as extraction
+    refuses them)."""
+    from .training import check_training_rasters, resume_settings
+
     options.check()
     inputs: dict[str, object] = {}
     for index, (raster, label) in enumerate(zip(rasters, labels), start=1):
@@ -295,12 +299,16 @@ def validate_training(rasters, labels, output, options, resume_file=None) -> Non
         check_vector_input(label, f"label file {index}")
         inputs[f"training raster {index}"] = raster
         inputs[f"label file {index}"] = label
-    if options.initial_model not in (None, "", "bundled"):
-        check_model(options.initial_model)
-        inputs["initial model"] = options.initial_model
+    start = None
+    if options.initial_model not in (None, ""):
+        start = check_model(None if options.initial_model == "bundled" else options.initial_model)
+        if options.initial_model != "bundled":
+            inputs["initial model"] = options.initial_model
     check_output(output, "output model", MODEL_EXTENSIONS, inputs)
     if resume_file:
         check_output(resume_file, "resume file", MODEL_EXTENSIONS, {**inputs, "output model": output})
+    resumed = bool(options.resume and resume_file and Path(resume_file).is_file())
+    check_training_rasters(rasters, options, resume_settings(resume_file) if resumed else start, resumed)
 
 
 def validate_simulation(raster, labels, *, width_px, height_px, pixel_size_m, incidence_deg, looks,

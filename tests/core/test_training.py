@@ -1,5 +1,6 @@
 """Training: the recipe lowers the loss, checkpoints are whole and loadable, cancel and resume
-work, the validation band is never trained on, flips keep the look direction."""
+work, the validation band is never trained on, flips keep the look direction; rasters are read
+through extraction's input plan (scale converted, bands mapped, resampled, turned to the model's look)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import shapely
 from affine import Affine
 
 from sn6_footprints.core.feedback import Cancelled, Feedback
+from sn6_footprints.core.settings import ModelSettings
 from sn6_footprints.core.training import (TrainingData, TrainingOptions, resume_path_for, train_model,
                                           validation_split_row)
 from sn6_footprints.core.vector_io import reproject, write_footprints
@@ -213,6 +215,7 @@ def test_per_band_normalisation_is_stored_in_the_checkpoint(scene, tmp_path):
     settings = load_model(tmp_path / "model.pt")[1]
     assert settings.extra["normalisation"] == "per-band"
     assert 60 < settings.mean[0] < 255 and settings.std[0] > 10
+    assert settings.input_scale == "sn6-intensity"  # the values' true scale, which extraction converts to
 
 
 def test_fine_tuning_starts_from_the_initial_checkpoint(scene, tmp_path):
@@ -324,3 +327,224 @@ def test_an_erosion_that_lets_specks_grow_into_buildings_is_warned_about(scene, 
     train_model([raster], [labels], tmp_path / "model.pt",
                 replace(FAST, epochs=1, steps_per_epoch=1, validation_share=0, label_erosion_m=erosion), log)
     assert any("Use at most 1.74 m" in w for w in log.warnings) is warned
+
+
+# ---------------------------------------------------------------- the input plan, as extraction reads
+
+def bundled_settings():
+    from sn6_footprints.core.bundled import bundled_model_path
+    from sn6_footprints.core.weights import inspect_model
+    return inspect_model(bundled_model_path())
+
+
+def with_descriptions(path, descriptions):
+    import rasterio
+    with rasterio.open(path, "r+") as dataset:
+        dataset.descriptions = tuple(descriptions)
+    return path
+
+
+@pytest.fixture(scope="module")
+def db_scene(tmp_path_factory):
+    """A simulated scene of calibrated dB values (NaN nodata, band unit dB), no SN6 value in it."""
+    from sn6_footprints.core.simulation import simulate_scene
+
+    folder = tmp_path_factory.mktemp("db_scene")
+    simulate_scene(folder / "db.tif", folder / "db.gpkg", width_px=192, height_px=192, seed=7, scale="db")
+    return folder / "db.tif", folder / "db.gpkg"
+
+
+def test_a_db_scene_fine_tunes_the_bundled_model_on_its_own_sn6_scale(db_scene, tmp_path):
+    from sn6_footprints.core.reading.plan import model_scale_of
+
+    raster, labels = db_scene
+    bundled = bundled_settings()
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, start=bundled, validation_share=0)
+        images = [image[:, valid] for image, _m, valid, _w in (data.sample_tile(np.random.default_rng(i))
+                                                                for i in range(4))]
+    values = np.concatenate(images, axis=1)
+    assert values.size and (values > 0).all() and values.max() <= 92  # SN6 values: a raw dB read is negative
+    assert 20 < values.mean() < 45
+    log = InfoLog()
+    train_model([raster], [labels], tmp_path / "tuned.pt",
+                replace(FAST, initial_model="bundled", epochs=1, steps_per_epoch=1, batch_size=2,
+                        validation_share=0), log)
+    assert any("db.tif: Input scale: dB (10·log10 intensity)" in line and "converted window by window to the "
+               "model's SN6 SAR-Intensity" in line for line in log.lines)
+    settings = load_model(tmp_path / "tuned.pt")[1]
+    assert settings.input_scale == "sn6-intensity" == ModelSettings().input_scale  # the bundled model's true scale
+    assert model_scale_of(settings) == model_scale_of(bundled) == "sn6"
+    assert settings.mean == bundled.mean and settings.std == bundled.std
+
+
+def test_per_band_normalisation_of_a_db_scene_records_the_db_scale(db_scene, tmp_path):
+    raster, labels = db_scene
+    log = InfoLog()
+    train_model([raster], [labels], tmp_path / "db.pt", replace(FAST, epochs=1, steps_per_epoch=1, batch_size=2,
+                                                                 validation_share=0, normalisation="per-band"), log)
+    settings = load_model(tmp_path / "db.pt")[1]
+    assert settings.input_scale == "db" and settings.extra["normalisation"] == "per-band"
+    assert all(-30 < m < -5 for m in settings.mean) and all(2 < s < 10 for s in settings.std)
+    assert any("values used as they are" in line for line in log.lines)  # no conversion: the model's own scale
+
+
+EAST_BOXES = [(10, 6, 22, 30), (40, 50, 70, 62), (90, 10, 100, 20)]  # no symmetry: a wrong turn shows
+
+
+def test_an_east_looking_raster_trains_a_north_model_with_crops_turned_a_quarter(tmp_path):
+    raster = write_raster(tmp_path / "east.tif", boxes_scene(SIZE, SIZE, EAST_BOXES), LOOK_DIRECTION="east")
+    labels = write_labels(tmp_path / "east.gpkg", EAST_BOXES)
+    expected = np.zeros((SIZE, SIZE), np.uint8)
+    for r0, c0, r1, c1 in EAST_BOXES:
+        expected[r0:r1, c0:c1] = 1
+    log = InfoLog()
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, feedback=log, validation_share=0)
+        region = data.regions[0]
+        assert region.plan.quarter_turns == 1 and data.settings.look_direction == "north"
+        image, mask, valid, weight = region.read(8, 20, 96, 64)  # 96 rows x 64 columns of the raster
+        assert mask.shape == (64, 96)  # turned: the raster's columns are the rows the model sees
+        np.testing.assert_array_equal(mask, np.rot90(expected[8:104, 20:84]))
+        np.testing.assert_array_equal(image[0] > 100, np.rot90(expected[8:104, 20:84]).astype(bool))
+        assert weight.shape == valid.shape == (64, 96)
+    assert any("east.tif: Look direction: east (the raster's LOOK_DIRECTION tag); the model's is north: turned 90° "
+               "counter-clockwise" in line for line in log.lines)
+    assert any("crops turned 90° counter-clockwise to look north" in line for line in log.lines)
+    output = tmp_path / "north.pt"
+    result = train_model([raster], [labels], output, replace(FAST, epochs=1, steps_per_epoch=1, batch_size=2))
+    assert load_model(output)[1].look_direction == "north" and result.history[0].val_f1 is not None
+
+
+def test_east_looking_crops_are_never_flipped_across_the_turned_look(gradient_raster):
+    """Band 1 grows down the raster's rows, band 2 along its columns: turned once counter-clockwise,
+    band 2 falls down every crop's rows (the look, kept), band 1 runs along its columns either way
+    (the left-right flip of a north-looking model)."""
+    raster, labels = gradient_raster
+    rng = np.random.default_rng(0)
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, validation_share=0, raster_look_directions=("east",))
+        tiles = [data.sample_tile(rng)[0] for _ in range(40)]
+    assert all(bool((np.diff(t[1], axis=0) < 0).all()) for t in tiles)
+    right = [bool((np.diff(t[0], axis=1) > 0).all()) for t in tiles]
+    left = [bool((np.diff(t[0], axis=1) < 0).all()) for t in tiles]
+    assert all(a or b for a, b in zip(right, left)) and 0 < sum(right) < len(tiles)
+
+
+@pytest.fixture(scope="module")
+def coarse_scene(tmp_path_factory):
+    """The boxes scene at 1 m pixels: 64 x 64 px over the same 64 m."""
+    folder = tmp_path_factory.mktemp("coarse")
+    boxes = [(r // 2, c // 2, r1 // 2, c1 // 2) for r, c, r1, c1 in BOXES]
+    transform = Affine(1.0, 0, 594000, 0, -1.0, 5750000)
+    raster = write_raster(folder / "coarse.tif", boxes_scene(64, 64, boxes), transform=transform)
+    polygons = reproject([box_polygon(b, transform) for b in boxes], "EPSG:32631", "EPSG:4326")
+    labels = write_footprints(folder / "coarse.gpkg", polygons, {"id": list(range(len(polygons)))}, crs="EPSG:4326")
+    return raster, labels, boxes
+
+
+@pytest.mark.parametrize("how", ["pixel size option", "initial model"])
+def test_a_1_m_raster_is_resampled_to_a_half_metre_model(coarse_scene, tmp_path, how):
+    raster, labels, boxes = coarse_scene
+    start, options = (None, dict(pixel_size_m=0.5)) if how == "pixel size option" else (bundled_settings(), {})
+    log = InfoLog()
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, start=start, feedback=log, validation_share=0, **options)
+        region = data.regions[0]
+        assert data.settings.pixel_size_m == 0.5 and not region.plan.reads_as_is
+        assert region.training_pixels == 4 * 64 * 64 == region.grid.width * region.grid.height
+        building_px = sum((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in boxes)
+        assert region.mask.sum() == 4 * building_px  # the labels on the model's grid
+        assert region.image.shape == (4, 128, 128) and region.valid.all()
+    assert any("resampled on the fly to the model's 0.5 m north-up grid (factor 2, bilinear" in line
+               for line in log.lines)
+    if how == "pixel size option":
+        train_model([raster], [labels], tmp_path / "m.pt", replace(FAST, epochs=1, steps_per_epoch=1, batch_size=2,
+                                                                    validation_share=0, pixel_size_m=0.5))
+        assert load_model(tmp_path / "m.pt")[1].pixel_size_m == 0.5
+
+
+def test_the_validation_band_is_read_at_its_place_on_the_model_grid(scene, coarse_scene):
+    """A model that marks exactly the bright pixels finds every box of the validation band,
+    read as is and resampled from 1 m: the band's sub-grid, turns and truth line up."""
+    import torch
+
+    from sn6_footprints.core.inference import TilingOptions
+    from sn6_footprints.core.training import ValidationSet
+    from tests.helpers.models import threshold_model
+
+    model = threshold_model()
+    # normalised so that the boxes (255, or SN6's 92 once resampled) are above the model's cut, 60 below
+    settings = replace(ModelSettings(), width=model.width, min_area_m2=1.0, mean=(76.0,) * 4, std=(8.0,) * 4)
+    with ExitStack() as stack:
+        # as is: 12 boxes and the tiny one, exactly; from 1 m: 12 boxes a bilinear pixel wider all round
+        for (raster, labels, *_), boxes, iou in ((scene, 13, 0.99), (coarse_scene, 12, 0.7)):
+            # split at row 90, through boxes, not at their edge (a box ending on the split would blur into the band)
+            data = open_data(stack, raster, labels, start=settings, pixel_size_m=0.5, validation_share=0.3)
+            assert data.regions[0].split_row == 90
+            scores = ValidationSet(data.regions).evaluate(model, torch.device("cpu"), settings,
+                                                          TilingOptions(64, 16, 2), Feedback())
+            assert (scores["val_tp"], scores["val_fp"], scores["val_fn"]) == (boxes, 0, 0)
+            assert scores["val_iou"] > iou
+
+
+def test_band_order_maps_a_reordered_raster_to_the_model_bands(tmp_path):
+    from sn6_footprints.core.reading import InputOptions
+
+    data = boxes_scene(SIZE, SIZE, BOXES) + np.arange(4, dtype=np.float32)[:, None, None] * 5  # bands differ
+    labels = write_labels(tmp_path / "boxes.gpkg", BOXES)
+    plain = write_raster(tmp_path / "plain.tif", data)
+    reversed_ = write_raster(tmp_path / "reversed.tif", data[::-1])
+    named = with_descriptions(write_raster(tmp_path / "named.tif", data[::-1]), ("VV", "VH", "HV", "HH"))
+    log = InfoLog()
+    with ExitStack() as stack:
+        batches = [open_data(stack, raster, labels, feedback=log, **options).sample_batch(
+            np.random.default_rng(5), 3, ModelSettings()) for raster, options in (
+                (plain, {}), (reversed_, dict(input=InputOptions(band_order=(4, 3, 2, 1)))),
+                (named, dict(start=bundled_settings())))]
+    for batch in batches[1:]:
+        for a, b in zip(batches[0], batch):
+            np.testing.assert_array_equal(a, b)
+    assert any("reversed.tif: Input bands: bands as set by Band order: HH = band 4" in line for line in log.lines)
+    assert any("named.tif: Input bands: bands by their descriptions: HH = band 4" in line for line in log.lines)
+
+
+def test_a_raster_without_the_models_polarisations_is_refused_before_training(tmp_path, capsys):
+    from sn6_footprints.cli import main
+    from sn6_footprints.core.raster_windows import RasterError
+
+    data = boxes_scene(SIZE, SIZE, BOXES, bands=2)
+    raster = with_descriptions(write_raster(tmp_path / "dual.tif", data), ("HH", "HV"))
+    labels = write_labels(tmp_path / "dual.gpkg", BOXES)
+    with pytest.raises(RasterError, match="dual.tif has the polarisation\\(s\\) HH, HV but the model needs HH, HV, "
+                                          "VH, VV: VH, VV missing"):
+        train_model([raster], [labels], tmp_path / "m.pt", replace(FAST, initial_model="bundled"))
+    code = main(["train", "--raster", str(raster), "--labels", str(labels), "--output", str(tmp_path / "m.pt"),
+                 "--init", "bundled"])
+    assert code == 2 and "VH, VV missing" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dual.gpkg", "dual.tif"]
+    # a new model takes the raster's two polarisations
+    train_model([raster], [labels], tmp_path / "dual.pt", replace(FAST, epochs=1, steps_per_epoch=1, batch_size=2,
+                                                                   validation_share=0))
+    assert load_model(tmp_path / "dual.pt")[1].band_names == ("HH", "HV")
+
+
+def test_cli_train_reads_a_db_scene_as_asked_and_refuses_a_contradicted_scale(db_scene, tmp_path, capsys):
+    from sn6_footprints.cli import main
+
+    raster, labels = db_scene
+    output = tmp_path / "db.pt"
+    common = lambda output: ["train", "--raster", str(raster), "--labels", str(labels), "--output",  # noqa: E731
+                             str(output), "--width", "0.0625", "--epochs", "1", "--steps-per-epoch", "1",
+                             "--tile-size", "64", "--batch-size", "2", "--val-share", "0.25"]
+    assert main(common(output) + ["--input-scale", "db", "--normalisation", "per-band", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 1 and summary["history"][0]["val_f1"] is not None
+    assert load_model(output)[1].input_scale == "db"
+    refused = tmp_path / "sn6.pt"
+    for extra, message in ((["--input-scale", "sn6"], "Input scale is SN6 SAR-Intensity but"),
+                           (["--pixel-size", "0.2"], "beyond 2×"),
+                           (["--band-order", "1,5"], "Band order names band 5, but db.tif has bands 1 to 4")):
+        code = main(common(refused) + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and not refused.exists(), err
