@@ -5,6 +5,8 @@ bright), so every rotation, re-orientation and resampling has a known answer on 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -36,10 +38,10 @@ def model_path(tmp_path_factory):
     return save_threshold_model(tmp_path_factory.mktemp("m") / "threshold.pt")
 
 
-def extract(raster, model_path, **input_options):
+def extract(raster, model_path, feedback=None, **input_options):
     options = ExtractionOptions(model_path=str(model_path), tiling=TilingOptions(64, 16, 3), simplify_m=0,
                                 flip_average=False, input=InputOptions(**input_options))
-    return extract_footprints(raster, options)
+    return extract_footprints(raster, options, feedback)
 
 
 def ground_boxes(boxes=BOXES, pixel=0.5):
@@ -110,6 +112,41 @@ def test_look_direction_from_the_parameter_the_tag_or_the_model():
     assert look == "north" and "assumed the model's" in evidence
     with pytest.raises(RasterError, match="Look direction"):
         resolve_look("auto", {"LOOK_DIRECTION": "left"}, "north")
+
+
+@pytest.mark.parametrize("tags, look", [
+    ({"ORBIT_DIRECTION": "ASCENDING", "LOOK_SIDE": "right"}, "east"),
+    ({"ORBIT_DIRECTION": "DESCENDING", "LOOK_SIDE": "RIGHT"}, "west"),
+    ({"TIFFTAG_IMAGEDESCRIPTION": json.dumps({"collect": {"radar": {"pointing": "left"}},
+                                              "sat:orbit_state": "ascending"})}, "west"),
+    ({"TIFFTAG_IMAGEDESCRIPTION": json.dumps({"properties": {"sat:orbit_state": "descending",
+                                                             "sar:observation_direction": "left"}})}, "east"),
+])
+def test_look_direction_from_the_products_pass_and_look_side(tags, look):
+    found, evidence = resolve_look("auto", tags, "north")
+    assert found == look and "near-polar orbit" in evidence and "pass" in evidence
+
+
+def test_product_metadata_needs_both_pass_and_side_and_must_not_contradict_itself():
+    look, evidence = resolve_look("auto", {"LOOK_SIDE": "right"}, "north")   # no pass: the model's, said
+    assert look == "north" and "assumed the model's" in evidence
+    capella = {"TIFFTAG_IMAGEDESCRIPTION": json.dumps({"collect": {"image": {"scale_factor": 2e-4}}})}
+    assert resolve_look("auto", capella, "north")[0] == "north"
+    with pytest.raises(RasterError, match="contradicts itself.*Look direction"):
+        resolve_look("auto", {"ORBIT_DIRECTION": "ASCENDING", "PASS_DIRECTION": "descending",
+                              "LOOK_SIDE": "right"}, "north")
+    assert resolve_look("auto", {"LOOK_DIRECTION": "south", "ORBIT_DIRECTION": "ASCENDING",
+                                 "LOOK_SIDE": "right"}, "north")[0] == "south"   # the tag comes first
+
+
+def test_a_product_whose_description_gives_pass_and_side_is_turned_by_the_plan(tmp_path, model_path):
+    description = json.dumps({"collect": {"radar": {"pointing": "right"}, "state": {"orbit_direction": "ascending"}}})
+    raster = write_raster(tmp_path / "product.tif", boxes_scene(110, 190, BOXES), TIFFTAG_IMAGEDESCRIPTION=description)
+    log = InfoLog()
+    result = extract(raster, model_path, feedback=log)
+    line = next(m for m in log.lines if m.startswith("Look direction"))
+    assert "east (the product's metadata: ascending pass" in line and "turned 90° counter-clockwise" in line
+    assert len(result.geometries) == len(BOXES)
 
 
 def test_predictor_quarter_turns_undo_exactly():
