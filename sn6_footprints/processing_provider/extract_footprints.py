@@ -5,8 +5,8 @@ footprint file comes back into the output sink, its scores into the number outpu
 """
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterString,
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
@@ -14,6 +14,9 @@ from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
+from . import input_parameters
+from .input_parameters import (HELP_BAND_ORDER, HELP_INPUT_SCALE, HELP_LOOK_DIRECTION, HELP_RESAMPLING,
+                               HELP_ZEROS_NODATA, input_arguments)
 from .raster_checks import raster_parameter_problem
 from .settings import DEVICES, default_device_setting, default_model_setting
 from .styling import QmlStyle
@@ -23,17 +26,9 @@ ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)"
                     "Yes (south-looking scene for a north-looking model)", "No")
 FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 CLI_CHOICES = ("model", "yes", "no")  # ROTATION_CHOICES / FLIP_CHOICES as the CLI spells them
-SCALE_CHOICES = ("Auto (from the data type, tags and a sample of the values; logged)", "SN6 SAR-Intensity",
-                 "dB (10·log10 intensity, e.g. calibrated sigma0 in dB)", "Linear intensity",
-                 "Amplitude (sqrt of intensity)", "Complex (single-look complex, intensity |z|²)")
-SCALE_CLI = ("auto", "sn6", "db", "linear", "amplitude", "complex")
-LOOK_CHOICES = ("Auto (the raster's LOOK_DIRECTION tag, else the model's)", "North", "South", "East", "West")
-LOOK_CLI = ("auto", "north", "south", "east", "west")
-RESAMPLING_CHOICES = ("Auto (average when coarsening, bilinear when refining)", "Average", "Bilinear", "Cubic",
-                      "Nearest")
-RESAMPLING_CLI = ("auto", "average", "bilinear", "cubic", "nearest")
 
-HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
+HELP = "\n".join([
+    """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
 
 <b>SAR raster</b>: the bands the model expects, in order (SN6: 4 bands HH, HV, VH, VV on the SpaceNet 6 SAR-Intensity scale; nodata and NaN pixels never become buildings). It must have a CRS.
 <b>Model file</b>: a UNet11 checkpoint (.pt/.pth/.model): the SpaceNet 6 baseline weights, or one written by 'Train footprint model'. Empty: the default model set in Processing ▸ Options ▸ Providers ▸ SN6 Footprints, else the bundled model (a small model trained on simulated SAR). Its metadata gives the defaults below; a bare SN6 baseline file uses the SN6 settings.
@@ -41,19 +36,19 @@ HELP = """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encod
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default: the provider's setting (auto).
 <b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.6).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
-<b>Simplification tolerance</b>: metres on the ground, whatever the CRS (geographic CRSs included); 0 keeps the pixel outline. Default 0.5.
-<b>Input scale</b>: what the values are: SN6 SAR-Intensity, dB, linear intensity, amplitude or complex (single-look complex). Auto decides from the data type, a SAR_SCALE tag or dB band units, and the values of a sample of windows, and says why in the log; ambiguous rasters are refused. Values are converted window by window to the model's scale. Default: Auto.
-<b>Band order</b>: the raster band for each of the model's bands, e.g. 4,3,2,1. Empty: by band descriptions naming HH/HV/VH/VV, else the raster's order (logged). A raster missing a polarisation is refused, naming it.
-<b>Look direction</b>: the ground direction the sensor looked; the scene is turned by quarter turns to the model's. Auto: the raster's LOOK_DIRECTION tag, else the model's own (logged). Default: Auto.
-<b>Pixels 0 in every band are nodata</b>: on by default (the fill value of SN6 and most products); off reads them as values.
-Rasters whose pixels are not the model's size (beyond 2 %) or not north-up are resampled on the fly to the model's grid (<b>Resampling</b>: auto = average when coarsening, bilinear when refining, nearest when only re-oriented); pixels more than 2× coarser than the model's (1 m for 0.5 m models) or finer than a quarter are refused.
-A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
+<b>Simplification tolerance</b>: metres on the ground, whatever the CRS (geographic CRSs included); 0 keeps the pixel outline. Default 0.5.""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+    HELP_INPUT_SCALE,
+    HELP_BAND_ORDER,
+    HELP_LOOK_DIRECTION,
+    HELP_ZEROS_NODATA,
+    HELP_RESAMPLING,
+    """A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
 <b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; on the bundled model's calibration scenes it raises F1 from 0.790 to 0.813. Default: the model's setting (on for the bundled model, off for the SN6 baseline).
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon). The layer is named after the input, e.g. "Building footprints (scene)".
-The model runs in the plugin's own Python environment (a worker process; set up once with Install dependencies…); the log names its Python, PyTorch and the device."""  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+The model runs in the plugin's own Python environment (a worker process; set up once with Install dependencies…); the log names its Python, PyTorch and the device."""])  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
 
 
 class ExtractFootprintsAlgorithm(Sn6Algorithm):
@@ -72,11 +67,11 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     BATCH_SIZE = "BATCH_SIZE"
     ROTATE_180 = "ROTATE_180"
     FLIP_AVERAGE = "FLIP_AVERAGE"
-    INPUT_SCALE = "INPUT_SCALE"
-    BAND_ORDER = "BAND_ORDER"
-    LOOK_DIRECTION = "LOOK_DIRECTION"
-    ZEROS_NODATA = "ZEROS_NODATA"
-    RESAMPLING = "RESAMPLING"
+    INPUT_SCALE = input_parameters.INPUT_SCALE
+    BAND_ORDER = input_parameters.BAND_ORDER
+    LOOK_DIRECTION = input_parameters.LOOK_DIRECTION
+    ZEROS_NODATA = input_parameters.ZEROS_NODATA
+    RESAMPLING = input_parameters.RESAMPLING
     OUTPUT = "OUTPUT"
     BUILDING_COUNT = "BUILDING_COUNT"
 
@@ -101,19 +96,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SIMPLIFY, self.tr("Simplification tolerance [m]"),
             QgsProcessingParameterNumber.Double, defaultValue=0.5, minValue=0.0))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.INPUT_SCALE, self.tr("Input scale"), options=list(SCALE_CHOICES), defaultValue=0,
-            optional=True))  # optional: models saved before these parameters existed still validate
-        self.addParameter(QgsProcessingParameterString(
-            self.BAND_ORDER, self.tr("Band order (e.g. 4,3,2,1; empty: by band descriptions)"), optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.LOOK_DIRECTION, self.tr("Look direction"), options=list(LOOK_CHOICES), defaultValue=0,
-            optional=True))
-        advanced = [
-            QgsProcessingParameterBoolean(self.ZEROS_NODATA, self.tr("Pixels 0 in every band are nodata"),
-                                          defaultValue=True, optional=True),
-            QgsProcessingParameterEnum(self.RESAMPLING, self.tr("Resampling (other pixel sizes, not north-up)"),
-                                       options=list(RESAMPLING_CHOICES), defaultValue=0, optional=True),
+        main_input, advanced_input = input_parameters.input_parameters(self.tr)
+        for parameter in main_input:
+            self.addParameter(parameter)
+        advanced = advanced_input + [
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size [px, multiple of 32]"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=512,
                                          minValue=32, maxValue=8192),
@@ -199,11 +185,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--simplify", self.parameterAsDouble(parameters, self.SIMPLIFY, context)),
             ("--rotate-180", CLI_CHOICES[self.parameterAsEnum(parameters, self.ROTATE_180, context)]),
             ("--flip-average", CLI_CHOICES[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)]),
-            ("--input-scale", SCALE_CLI[self.parameterAsEnum(parameters, self.INPUT_SCALE, context)]),
-            ("--band-order", (self.parameterAsString(parameters, self.BAND_ORDER, context) or "").strip() or None),
-            ("--look-direction", LOOK_CLI[self.parameterAsEnum(parameters, self.LOOK_DIRECTION, context)]),
-            ("--resampling", RESAMPLING_CLI[self.parameterAsEnum(parameters, self.RESAMPLING, context)]),
-        ]) + ([] if self.parameterAsBoolean(parameters, self.ZEROS_NODATA, context) else ["--keep-zeros"])
+        ]) + input_arguments(self, parameters, context)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
         """Processing's own checks, without loading a raster file as a layer (no .aux.xml)."""

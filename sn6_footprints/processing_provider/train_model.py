@@ -14,6 +14,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 from ..defaults import DEFAULT_LABEL_EROSION_M
 from .base import Sn6Algorithm
 from .core_bridge import check_outputs_are_not_inputs, export_source, optional_args, run_core, scratch_folder
+from . import input_parameters
+from .input_parameters import HELP_BAND_ORDER, HELP_INPUT_SCALE, HELP_RESAMPLING, HELP_ZEROS_NODATA, input_arguments
 from ..worker.environment import plugin_data_dir
 from .raster_checks import raster_parameter_problem
 from .settings import DEVICES, default_device_setting, profile_dir
@@ -27,9 +29,10 @@ NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127
                          ("per-band", "Per band: mean and std of the training data"))
 LOOK_CHOICES = (None, "north", "south", "east", "west")
 
-HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in SAR, or fine-tunes an existing checkpoint, with the SpaceNet 6 baseline's recipe: dice + 10 × focal loss on the logits, AdamW, random crops, buildings of 20 m² or less left out of the masks.
+HELP = "\n".join([
+    """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in SAR, or fine-tunes an existing checkpoint, with the SpaceNet 6 baseline's recipe: dice + 10 × focal loss on the logits, AdamW, random crops, buildings of 20 m² or less left out of the masks.
 
-<b>SAR rasters</b>: one or more file rasters with the same bands (SN6: 4 bands HH, HV, VH, VV). Each needs a CRS.
+<b>SAR rasters</b>: one or more file rasters, each with a CRS, read as 'Extract building footprints' reads them (the parameters below): bands mapped to the model's (SN6: 4 bands HH, HV, VH, VV), values converted to the model's scale, resampled to its pixel size, and turned by quarter turns to its look direction. The model's scale is the initial model's; a new model's is SN6 SAR-Intensity, or with per-band normalisation the first raster's own; the checkpoint records it.
 <b>Footprint layers</b>: building polygons, one layer per raster, in the same order; any CRS (reprojected to the raster's).
 <b>Model width</b>: channel multiplier; 1 = the SN6 baseline (23 M parameters, a GPU model), 0.25 = the bundled CPU model (1.4 M parameters). Default 0.25. Ignored when an initial model is given.
 <b>Initial model</b> (optional): a UNet11 checkpoint to fine-tune (the SN6 baseline weights, the bundled model in the plugin's <i>models</i> folder, or an earlier run's output). Empty: random initialisation.
@@ -39,11 +42,16 @@ HELP = """Trains a TernausNet U-Net (VGG11 encoder, UNet11) to find buildings in
 <b>Learning rate</b>: AdamW. Default 0.0001 (the SN6 baseline's).
 <b>Validation share</b>: 0–0.9; this share of each raster's rows, at its bottom, is never trained on. After every epoch the extraction runs there and is scored against the footprints (SpaceNet F1: IoU &gt; 0.5); the epoch with the best F1 is kept. 0: no validation, the epoch with the lowest loss is kept. Default 0.2.
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default auto.
-<b>Resume</b>: continue an interrupted or finished run into the same output from its resume state, written after every epoch into the plugin's data folder in the QGIS profile (the log names it). Default off. Advanced: <b>keep the resume file beside the output</b> as <i>output</i>.resume.pt instead (about 17 MB at the default width 0.25: weights and optimiser state); default off.
-Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says the opposite is rotated 180°; only flips that keep the look direction are used, left-right for north/south), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).
-<b>Output model</b>: a file (not a temporary one: it would be deleted when QGIS exits), the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
+<b>Resume</b>: continue an interrupted or finished run into the same output from its resume state, written after every epoch into the plugin's data folder in the QGIS profile (the log names it). Default off. Advanced: <b>keep the resume file beside the output</b> as <i>output</i>.resume.pt instead (about 17 MB at the default width 0.25: weights and optimiser state); default off.""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+    HELP_INPUT_SCALE,
+    HELP_BAND_ORDER + " A new model takes the bands it reads (named by their descriptions where they name "
+                      "polarisations).",
+    """Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says another direction is turned by quarter turns to it, as extraction turns it; only flips that keep the look direction are used, left-right for north/south), <b>model pixel size</b> (m; every raster is resampled to it; empty: the initial model's, else the first raster's ground pixel size), <b>pixels 0 in every band are nodata</b> (default on), <b>resampling</b> (default auto; see below), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+    HELP_ZEROS_NODATA,
+    HELP_RESAMPLING,
+    """<b>Output model</b>: a file (not a temporary one: it would be deleted when QGIS exits), the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
 
-Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+Outputs: BEST_F1 (validation F1 of the kept epoch, empty without validation), BEST_EPOCH, OUTPUT_MODEL."""])  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
 
 
 class TrainModelAlgorithm(Sn6Algorithm):
@@ -70,6 +78,11 @@ class TrainModelAlgorithm(Sn6Algorithm):
     CONTACT_WEIGHT = "CONTACT_WEIGHT"
     MIXED_PRECISION = "MIXED_PRECISION"
     RESUME_BESIDE_OUTPUT = "RESUME_BESIDE_OUTPUT"
+    INPUT_SCALE = input_parameters.INPUT_SCALE
+    BAND_ORDER = input_parameters.BAND_ORDER
+    ZEROS_NODATA = input_parameters.ZEROS_NODATA
+    RESAMPLING = input_parameters.RESAMPLING
+    PIXEL_SIZE = "PIXEL_SIZE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     BEST_F1 = "BEST_F1"
     BEST_EPOCH = "BEST_EPOCH"
@@ -107,6 +120,11 @@ class TrainModelAlgorithm(Sn6Algorithm):
             defaultValue=DEVICES.index(default_device_setting())))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESUME, self.tr("Resume an interrupted or finished run into this output"), defaultValue=False))
+        # The rasters are read as extraction reads them (optional: models saved before these existed validate);
+        # no Look direction of the rasters here: this algorithm's Look direction is the model's.
+        main_input, advanced_input = input_parameters.input_parameters(self.tr, look_direction=False)
+        for parameter in main_input:
+            self.addParameter(parameter)
         advanced = [
             QgsProcessingParameterNumber(self.STEPS_PER_EPOCH, self.tr("Steps per epoch (0: one pass over the data)"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
@@ -114,9 +132,16 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                          defaultValue=0, minValue=0),
             QgsProcessingParameterEnum(self.NORMALISATION, self.tr("Normalisation"),
                                        options=[label for _, label in NORMALISATION_CHOICES], defaultValue=0),
-            QgsProcessingParameterEnum(self.LOOK_DIRECTION, self.tr("Look direction of the scenes"),
+            QgsProcessingParameterEnum(self.LOOK_DIRECTION,
+                                       self.tr("Look direction of the model (the scenes are turned to it)"),
                                        options=["Initial model's, else north", "North", "South", "East", "West"],
                                        defaultValue=0),
+            QgsProcessingParameterNumber(self.PIXEL_SIZE,
+                                         self.tr("Model pixel size [m] (empty: the initial model's, else the "
+                                                 "first raster's)"),
+                                         QgsProcessingParameterNumber.Double, optional=True, minValue=0.01,
+                                         maxValue=100.0),
+            *advanced_input,
             QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum building area in the masks [m²]"),
                                          QgsProcessingParameterNumber.Double, defaultValue=20.0, minValue=0.0),
             QgsProcessingParameterNumber(self.LABEL_EROSION,
@@ -244,4 +269,5 @@ class TrainModelAlgorithm(Sn6Algorithm):
             ("--min-area", self.parameterAsDouble(parameters, self.MIN_AREA, context)),
             ("--label-erosion", self._optional_number(parameters, self.LABEL_EROSION, context)),
             ("--contact-weight", self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context)),
-        ])
+            ("--pixel-size", self._optional_number(parameters, self.PIXEL_SIZE, context)),
+        ]) + input_arguments(self, parameters, context, look_direction=False)

@@ -114,3 +114,27 @@ def test_cancel_stops_and_writes_no_model(algorithm, scene, tmp_path):
         run_train(raster, labels, tmp_path / "model.pt", feedback=feedback, EPOCHS=5)
     assert feedback.isCanceled() and feedback.progress() < 20
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_rasters_are_read_with_the_extractions_input_parameters(algorithm, tmp_path):
+    """Input scale dB and Band order 4,3,2,1 on a simulated dB scene: the new model reads the
+    bands reversed (named by their descriptions) and, normalised per band, records the dB scale."""
+    from sn6_footprints.core.simulation import simulate_scene
+
+    for name in ("INPUT_SCALE", "BAND_ORDER", "ZEROS_NODATA", "RESAMPLING", "PIXEL_SIZE"):
+        parameter = algorithm.parameterDefinition(name)
+        assert parameter.flags() & parameter.FlagOptional, name  # models saved before them still validate
+    assert all(algorithm.parameterDefinition(name).flags() & algorithm.parameterDefinition(name).FlagAdvanced
+               for name in ("ZEROS_NODATA", "RESAMPLING", "PIXEL_SIZE"))
+    help_text = algorithm.shortHelpString()
+    assert "<b>Input scale</b>" in help_text and "<b>model pixel size</b>" in help_text and "Default: Auto" in help_text
+    raster, labels = tmp_path / "db.tif", tmp_path / "db.gpkg"
+    simulate_scene(raster, labels, width_px=160, height_px=160, seed=3, scale="db")
+    result = run_train(raster, labels, tmp_path / "db.pt", EPOCHS=1, VALIDATION_SHARE=0, INPUT_SCALE=2,
+                       BAND_ORDER="4,3,2,1", NORMALISATION=2)
+    settings = load_model(result["OUTPUT_MODEL"])[1]
+    assert settings.band_names == ("VV", "VH", "HV", "HH") and settings.input_scale == "db"
+    assert all(m < 0 for m in settings.mean)
+    with pytest.raises(QgsProcessingException, match="Band order names band 9, but db.tif has bands 1 to 4"):
+        run_train(raster, labels, tmp_path / "bad.pt", EPOCHS=1, VALIDATION_SHARE=0, BAND_ORDER="1,2,3,9")
+    assert not (tmp_path / "bad.pt").exists()
