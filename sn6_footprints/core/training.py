@@ -44,6 +44,7 @@ from .extract import ExtractionResult, score_extraction
 from .feedback import Feedback, SubFeedback
 from .inference import Predictor, TilingOptions, normalise, predict_probabilities
 from .model import INPUT_MULTIPLE_PX, UNet11
+from .radiometry import SCALE_LABELS
 from .radiometry.scales import BANDS as SN6_BANDS
 from .raster_windows import RasterError, RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, InputPlan, plan_input
@@ -190,11 +191,12 @@ def _sn6_normalised(settings: ModelSettings) -> ModelSettings:
 def _new_band_names(dataset, band_order) -> tuple[str, ...]:
     """A new model's bands: the polarisations (else the descriptions) of the raster bands it reads
     (Band order's, else all in order); the default names where they name nothing unique."""
-    indexes = tuple(band_order) if band_order else tuple(range(1, dataset.count + 1))
-    bad = [b for b in indexes if not 1 <= b <= dataset.count]
-    if bad:
-        raise RasterError(f"Band order names band {bad[0]}, but {Path(str(dataset.name)).name} has bands 1 to "
-                          f"{dataset.count}.")
+    from .reading.bands import map_bands
+
+    indexes = tuple(range(1, dataset.count + 1))
+    if band_order:  # checked as extraction checks it (bands that exist, none twice)
+        indexes = map_bands(list(dataset.descriptions), ModelSettings().with_bands(len(band_order)).band_names,
+                            band_order, Path(str(dataset.name)).name).indexes
     descriptions = [dataset.descriptions[b - 1] for b in indexes]
     for names in ([polarisation_of(d) for d in descriptions], descriptions):
         if all(names) and len(set(names)) == len(names):
@@ -261,8 +263,8 @@ def plan_rasters(datasets: Sequence, names: Sequence[str], options: TrainingOpti
         plan = plan_input(dataset, target, raster_input_options(options, index), name)
         if (plan.source_scale, plan.gain) != (plan.model_scale, 1.0) and plan.model_scale == "sn6" \
                 and not set(b.upper() for b in target.band_names) <= set(SN6_BANDS):
-            raise RasterError(f"{name} is {plan.source_scale}, but the SN6 scale is defined for the bands "
-                              f"{', '.join(SN6_BANDS)}, not {', '.join(target.band_names)}: set Normalisation "
+            raise RasterError(f"{name} is {SCALE_LABELS[plan.source_scale]}, but the SN6 scale is defined for the "
+                              f"bands {', '.join(SN6_BANDS)}, not {', '.join(target.band_names)}: set Normalisation "
                               "to per-band (--normalisation per-band), which trains on the rasters' own scale.")
         plans.append(plan)
     return target, plans

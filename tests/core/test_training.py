@@ -529,6 +529,20 @@ def test_a_raster_without_the_models_polarisations_is_refused_before_training(tm
     assert load_model(tmp_path / "dual.pt")[1].band_names == ("HH", "HV")
 
 
+def test_db_bands_without_polarisations_cannot_become_sn6_and_train_on_their_own_scale(tmp_path):
+    from sn6_footprints.core.raster_windows import RasterError
+
+    data = np.where(boxes_scene(SIZE, SIZE, BOXES, bands=3) > 100, -2.0, -20.0)  # dB
+    raster = with_descriptions(write_raster(tmp_path / "three.tif", data, nodata=None, scale="db"),
+                               ("C11", "C22", "C33"))
+    labels = write_labels(tmp_path / "three.gpkg", BOXES)
+    with ExitStack() as stack, pytest.raises(RasterError, match="not C11, C22, C33: set Normalisation to per-band"):
+        open_data(stack, raster, labels)
+    with ExitStack() as stack:
+        data = open_data(stack, raster, labels, normalisation="per-band")
+        assert data.settings.input_scale == "db" and data.settings.band_names == ("C11", "C22", "C33")
+
+
 def test_cli_train_reads_a_db_scene_as_asked_and_refuses_a_contradicted_scale(db_scene, tmp_path, capsys):
     from sn6_footprints.cli import main
 
