@@ -20,7 +20,8 @@ def add_input_arguments(parser, look_direction: bool = True) -> None:
     if look_direction:
         parser.add_argument("--look-direction", choices=LOOK_CHOICES, default="auto",
                             help="the ground direction the sensor looked (default auto: the raster's LOOK_DIRECTION "
-                                 "tag, else the model's); the scene is turned by quarter turns to the model's")
+                                 "tag, else the product's orbit pass and look side where its metadata gives both, "
+                                 "else the model's); the scene is turned by quarter turns to the model's")
     parser.add_argument("--keep-zeros", action="store_true",
                         help="read pixels that are 0 in every band as values (default: they are nodata, as SN6's "
                              "and most products' fill value)")

@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
                    help="the model's look direction (default: the initial model's, else north)")
     p.add_argument("--raster-look", action="append", choices=LOOKS,
                    help="look direction of each raster, in --raster order (default: its LOOK_DIRECTION tag, else "
-                        "the model's); its crops are turned by quarter turns to the model's look")
+                        "the product's pass and look side, else the model's); its crops are turned by quarter "
+                        "turns to the model's look")
     add_input_arguments(p, look_direction=False)
     p.add_argument("--pixel-size", type=float, metavar="M",
                    help="the model's pixel size in metres; every raster is resampled to it (default: the initial "

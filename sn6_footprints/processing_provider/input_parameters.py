@@ -23,7 +23,8 @@ SCALE_CHOICES = ("Auto (from the data type, tags and a sample of the values; log
                  "dB (10·log10 intensity, e.g. calibrated sigma0 in dB)", "Linear intensity",
                  "Amplitude (sqrt of intensity)", "Complex (single-look complex, intensity |z|²)")
 SCALE_CLI = ("auto", "sn6", "db", "linear", "amplitude", "complex")
-LOOK_CHOICES = ("Auto (the raster's LOOK_DIRECTION tag, else the model's)", "North", "South", "East", "West")
+LOOK_CHOICES = ("Auto (LOOK_DIRECTION tag, else the product's pass and look side, else the model's)", "North",
+                "South", "East", "West")
 LOOK_CLI = ("auto", "north", "south", "east", "west")
 RESAMPLING_CHOICES = ("Auto (average when coarsening, bilinear when refining)", "Average", "Bilinear", "Cubic",
                       "Nearest")
@@ -31,7 +32,7 @@ RESAMPLING_CLI = ("auto", "average", "bilinear", "cubic", "nearest")
 
 HELP_INPUT_SCALE = "<b>Input scale</b>: what the values are: SN6 SAR-Intensity, dB, linear intensity, amplitude or complex (single-look complex). Auto decides from the data type, a SAR_SCALE tag or dB band units, and the values of a sample of windows, and says why in the log; ambiguous rasters are refused. Values are converted window by window to the model's scale. Default: Auto."  # noqa: E501
 HELP_BAND_ORDER = "<b>Band order</b>: the raster band for each of the model's bands, e.g. 4,3,2,1. Empty: by band descriptions naming HH/HV/VH/VV, else the raster's order (logged). A raster missing a polarisation is refused, naming it."  # noqa: E501
-HELP_LOOK_DIRECTION = "<b>Look direction</b>: the ground direction the sensor looked; the scene is turned by quarter turns to the model's. Auto: the raster's LOOK_DIRECTION tag, else the model's own (logged). Default: Auto."  # noqa: E501
+HELP_LOOK_DIRECTION = "<b>Look direction</b>: the ground direction the sensor looked; the scene is turned by quarter turns to the model's. Auto: the raster's LOOK_DIRECTION tag, else the product's orbit pass and look side where its metadata gives both (tags ORBIT_DIRECTION and LOOK_SIDE, or a JSON image description with Capella's collect.radar.pointing or STAC's sat:orbit_state and sar:observation_direction; ascending and right-looking is east for a near-polar orbit), else the model's own (logged). Default: Auto."  # noqa: E501
 HELP_ZEROS_NODATA = "<b>Pixels 0 in every band are nodata</b>: on by default (the fill value of SN6 and most products); off reads them as values."  # noqa: E501
 HELP_RESAMPLING = "Rasters whose pixels are not the model's size (beyond 2 %) or not north-up are resampled on the fly to the model's grid (<b>Resampling</b>: auto = average when coarsening, bilinear when refining, nearest when only re-oriented); pixels more than 2× coarser than the model's (1 m for 0.5 m models) or finer than a quarter are refused."  # noqa: E501
 
