@@ -558,7 +558,7 @@ def test_cli_train_reads_a_db_scene_as_asked_and_refuses_a_contradicted_scale(db
     refused = tmp_path / "sn6.pt"
     for extra, message in ((["--input-scale", "sn6"], "Input scale is SN6 SAR-Intensity but"),
                            (["--pixel-size", "0.2"], "beyond 2×"),
-                           (["--band-order", "1,5"], "Band order names band 5, but db.tif has bands 1 to 4")):
+                           (["--band-order", "1,5"], "Band order 1,5 names band 5, but db.tif has bands 1 to 4")):
         code = main(common(refused) + extra)
         err = capsys.readouterr().err
         assert code == 2 and message in err and not refused.exists(), err

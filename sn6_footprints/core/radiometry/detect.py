@@ -103,6 +103,7 @@ class Sample:
 
     values: np.ndarray
     pixels_read: int
+    zero_is_nodata: bool = True     # the rule the pixels were read with (a refusal names its switch)
 
     @property
     def count(self) -> int:
@@ -144,7 +145,7 @@ def sample_pixels(dataset, band_indexes, zero_is_nodata: bool = True, windows: i
         chunks.append(raw[:, valid])
     values = np.concatenate(chunks, axis=1)
     values = values.astype(np.complex64 if np.iscomplexobj(values) else np.float32, copy=False)
-    return Sample(values, read)
+    return Sample(values, read, zero_is_nodata)
 
 
 def capella_scale_factor(tags: dict) -> float | None:
@@ -221,8 +222,10 @@ def scale_from_values(sample: Sample, integer_type: bool) -> ScaleDecision:
     """Auto's decision on real values (the rules of the module docstring, from the fourth)."""
     values = sample.values
     if sample.count < MIN_VALID_PIXELS:
+        zeros = (" If 0 is a value here, not a fill, turn off 'Pixels 0 in every band are nodata' (--keep-zeros)."
+                 if sample.zero_is_nodata else "")
         raise RasterError(f"Only {sample.describe()}: too few to tell the input scale (mostly nodata?); "
-                          f"{SCALE_FIX}.")
+                          f"{SCALE_FIX}.{zeros}")
     pooled = values.ravel()
     median = float(np.median(pooled))
     low, high = (float(v) for v in np.percentile(pooled, [0.1, 99.9]))
@@ -303,8 +306,14 @@ def decide_scale(dataset, band_indexes, requested: str = "auto", *, zero_is_noda
         if is_complex != (scale == "complex"):
             problem = problem or ("the bands hold complex values" if is_complex else "the bands hold real values")
         if problem:
-            fix = ("set Input scale (--input-scale) to complex or auto" if is_complex else
-                   f"set Input scale (--input-scale) to auto or the values' scale ({', '.join(SCALES[:4])})")
+            from_user = requested != "auto"
+            if is_complex:
+                fix = "set Input scale (--input-scale) to complex" + (" or auto" if from_user else "")
+            elif from_user:
+                fix = f"set Input scale (--input-scale) to auto or the values' scale ({', '.join(SCALES[:4])})"
+            else:   # auto reads the same metadata again: only naming the scale (or fixing the tag) helps
+                fix = (f"set Input scale (--input-scale) to the values' scale ({', '.join(SCALES[:4])}), "
+                       "or correct the raster's metadata")
             raise RasterError(f"{source} {SCALE_LABELS[scale]} but {problem}; {fix}.")
 
     def with_gain(scale: str, evidence: str) -> ScaleDecision:

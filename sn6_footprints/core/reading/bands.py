@@ -54,10 +54,12 @@ def map_bands(descriptions, model_bands, band_order=None, raster_name: str = "Th
                               f"{len(wanted)} ({', '.join(wanted)}): give one raster band for each.")
         bad = [b for b in order if not 1 <= b <= count]
         if bad:
-            raise RasterError(f"Band order names band {bad[0]}, but {raster_name} has bands 1 to {count}.")
-        if len(set(order)) != len(order):
-            raise RasterError(f"Band order {','.join(map(str, order))} uses a band twice; give each model band "
-                              "its own raster band.")
+            raise RasterError(f"Band order {','.join(map(str, order))} names band {bad[0]}, but {raster_name} has "
+                              f"bands 1 to {count}.")
+        twice = sorted({b for b in order if order.count(b) > 1})
+        if twice:
+            raise RasterError(f"Band order {','.join(map(str, order))} uses band {', '.join(map(str, twice))} more "
+                              "than once; give each model band its own raster band.")
         pairs = ", ".join(f"{name} = band {b}" for name, b in zip(wanted, order))
         return BandMapping(order, f"bands as set by Band order: {pairs}")
     named = [polarisation_of(d) for d in descriptions]

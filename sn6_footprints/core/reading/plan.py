@@ -172,7 +172,8 @@ def plan_input(dataset, settings, options: InputOptions = InputOptions(), raster
         raise RasterError(
             f"{name} has {ground.size_m:.3g} m pixels, 1/{1 / factor:.3g} of the model's {model_pixel:g} m: finer "
             f"than 1/{1 / MAX_FINER:g} is not resampled (every window would read {1 / factor ** 2:.0f}× the pixels); "
-            f"resample it first (Raster ▸ Projections ▸ Warp, to {model_pixel / 2:g} m or coarser) "
+            f"resample it first (Raster ▸ Projections ▸ Warp, to {model_pixel:g} m, or {model_pixel * MAX_FINER:g} m "
+            f"at the finest) "
             f"or {RESOLUTION_FIX}.")
     same_size = all(abs(s / model_pixel - 1) <= SAME_PIXEL_TOLERANCE for s in (ground.x_m, ground.y_m))
     north_up = is_north_up(dataset.transform)
