@@ -63,12 +63,15 @@ def write_as(source: Path, target: Path, scale: str, south_up: bool = False) -> 
     return target
 
 
+MODEL = None  # --model: another checkpoint than the bundled one
+
+
 def f1_of(rasters_and_truths, logged: str = "Input scale") -> tuple[float, str]:
     tp = fp = fn = 0
     log = Log()
     for raster, truth in rasters_and_truths:
         try:
-            result = extract_footprints(raster, ExtractionOptions(), log)
+            result = extract_footprints(raster, ExtractionOptions(model_path=MODEL), log)
         except ValueError as exc:
             return float("nan"), f"refused: {exc}"
         report = score_extraction(result, truth)
@@ -92,7 +95,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--only", choices=("all", "scales", "looks", "pixels"), default="all",
                         help="measure one group only (default all)")
+    parser.add_argument("--model", help="checkpoint to measure (default: the bundled model)")
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model
     seeds = range(SEED0, SEED0 + args.scenes)
     groups = ("scales", "looks", "pixels") if args.only == "all" else (args.only,)
     rows = []
@@ -122,7 +128,8 @@ def main() -> int:
                     simulate_scene(raster, None, width_px=n, height_px=n, seed=seed, pixel_size_m=pixel)
                     sized.append((raster, truth))
                 rows.append((f"pixel {pixel} m",) + f1_of(sized, "Pixels"))
-    print(f"held-out seeds {SEED0}-{SEED0 + args.scenes - 1}, {args.size} px at 0.5 m, bundled model, pooled F1")
+    print(f"held-out seeds {SEED0}-{SEED0 + args.scenes - 1}, {args.size} px at 0.5 m, "
+          f"{Path(args.model).name if args.model else 'bundled model'}, pooled F1")
     for name, f1, note in rows:
         print(f"{name:18s} F1 {f1:.3f}   {note[:150]}")
     crop = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "sn6" / "sar_masked.tif"

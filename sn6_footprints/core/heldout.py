@@ -45,13 +45,16 @@ def _seeds(first: int) -> tuple[int, ...]:
     return tuple(range(first, first + MAX_SCENES_PER_SET))
 
 
-# The issue's acceptance sets: default parameters in both look directions, then three harder ones.
+# The acceptance sets: default parameters in both look directions, three harder ones, and the
+# perpendicular looks (issue 12).
 HELDOUT_SETS: Mapping[str, Mapping] = MappingProxyType({
     "default-north": _frozen(look_direction="north", seeds=_seeds(20100)),
     "default-south": _frozen(look_direction="south", seeds=_seeds(20200)),
     "single-look": _frozen(looks=1, look_direction=("north", "south"), seeds=_seeds(20300)),
     "incidence-45": _frozen(incidence_deg=45.0, look_direction=("north", "south"), seeds=_seeds(20400)),
     "dense": _frozen(layout="dense", look_direction=("north", "south"), seeds=_seeds(20500)),
+    # polar orbits look east or west: turned to the model's look, the world is turned by 90°
+    "east-west": _frozen(look_direction=("east", "west"), seeds=_seeds(20600)),
 })
 
 

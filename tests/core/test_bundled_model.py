@@ -16,11 +16,11 @@ from sn6_footprints.core.span_baseline import extract_span_baseline
 from sn6_footprints.core.vector_io import read_footprints
 from sn6_footprints.core.weights import load_model
 
-# The issue's bars. Measured on the first scene of each set: 0.884, 0.926, 0.833, 0.870 and 0.701
-# (MODEL_CARD.md). The dense bar holds over the set (0.704 on two scenes), but one scene is too
-# close to it to assert across CPUs, so that floor keeps about 0.04 for platform noise.
+# The bars of the issues that set them. Measured on the first scene of each set: 0.876, 0.914, 0.838,
+# 0.859, 0.709 and 0.857 (MODEL_CARD.md). The dense floor keeps about 0.04 below the set's 0.70 for
+# platform noise; east-west (issue 12: polar orbits look east or west) is held to the harder sets' level.
 F1_FLOOR = {"default-north": 0.85, "default-south": 0.85, "single-look": 0.70, "incidence-45": 0.70,
-            "dense": 0.66}
+            "dense": 0.66, "east-west": 0.75}
 
 
 def test_bundled_model_is_small_and_carries_its_metadata():

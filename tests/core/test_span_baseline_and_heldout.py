@@ -39,7 +39,7 @@ def test_seed_ranges_are_disjoint_and_sets_use_only_heldout_seeds():
     seeds = [s for definition in HELDOUT_SETS.values() for s in definition["seeds"]]
     assert len(seeds) == len(set(seeds))                       # no scene in two sets
     assert all(s in HELDOUT_SEEDS for s in seeds)
-    assert set(HELDOUT_SETS) == {"default-north", "default-south", "single-look", "incidence-45", "dense"}
+    assert set(HELDOUT_SETS) == {"default-north", "default-south", "single-look", "incidence-45", "dense", "east-west"}
     with pytest.raises(TypeError):
         HELDOUT_SETS["mine"] = {}                                # frozen
 
