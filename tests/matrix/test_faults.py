@@ -43,6 +43,25 @@ def big_scene(tmp_path) -> Path:
 
 
 @pytest.fixture
+def long_scene(tmp_path) -> Path:
+    """2048 x 2048 px: about 2 s with 64 px tiles one by one on an idle machine (1024 px once finished
+    between the parent seeing the run start and its signal)."""
+    return write_raster(tmp_path / "long.tif", boxes_scene(2048, 2048, BOXES))
+
+
+def signal_mid_run(child, signum, tmpdir: Path, output: Path) -> None:
+    """Freeze the child, check it is still mid-run, send ``signum``, let it go on: the signal
+    arrives during the work however slowly the parent was scheduled."""
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        assert inference_started(tmpdir)() and not output.exists(), "the run was over before the signal"
+        child.send_signal(signum)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGCONT)
+
+
+@pytest.fixture
 def noisy_scene(tmp_path) -> Path:
     """512 x 512 px of random bright pixels: a probability raster that does not compress away."""
     import numpy as np
@@ -207,14 +226,14 @@ def truncated_scene(tmp_path, scene):
 # --- signals and a killed process: the CLI ------------------------------------------------
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_cli_extraction_interrupted_exits_130_and_leaves_no_temp_file(big_scene, model, tmp_path, private_tmp,
+def test_cli_extraction_interrupted_exits_130_and_leaves_no_temp_file(long_scene, model, tmp_path, private_tmp,
                                                                        signum):
     output = tmp_path / "out.gpkg"
-    snap = take_snapshot([big_scene, model])
-    child = start_cli("extract", big_scene, output, "--model", model, "--tile-size", "64", "--overlap", "0",
+    snap = take_snapshot([long_scene, model])
+    child = start_cli("extract", long_scene, output, "--model", model, "--tile-size", "64", "--overlap", "0",
                       "--batch-size", "1", tmpdir=private_tmp)
     assert wait_for(inference_started(private_tmp)), "the extraction never started"
-    child.send_signal(signum)
+    signal_mid_run(child, signum, private_tmp, output)
     _, stderr = child.communicate(timeout=30)
     assert child.returncode == 130, (child.returncode, stderr)
     assert one_error_line(stderr) == "cancelled"
@@ -223,14 +242,14 @@ def test_cli_extraction_interrupted_exits_130_and_leaves_no_temp_file(big_scene,
     assert_untouched(snap)
 
 
-def test_cli_events_sigterm_is_a_cancelled_event_exit_130_and_no_temp_file(big_scene, model, tmp_path,
+def test_cli_events_sigterm_is_a_cancelled_event_exit_130_and_no_temp_file(long_scene, model, tmp_path,
                                                                            private_tmp):
     output = tmp_path / "out.gpkg"
-    child = start_cli("--events", "extract", big_scene, output, "--model", model, "--tile-size", "64",
+    child = start_cli("--events", "extract", long_scene, output, "--model", model, "--tile-size", "64",
                       "--overlap", "0", "--batch-size", "1", tmpdir=private_tmp)
     assert wait_for(inference_started(private_tmp))
     started = time.monotonic()
-    child.send_signal(signal.SIGTERM)
+    signal_mid_run(child, signal.SIGTERM, private_tmp, output)
     stdout, _ = child.communicate(timeout=30)
     assert time.monotonic() - started < 2.0
     assert child.returncode == 130
@@ -240,14 +259,14 @@ def test_cli_events_sigterm_is_a_cancelled_event_exit_130_and_no_temp_file(big_s
     assert_no_output(output)
 
 
-def test_cli_killed_mid_run_leaves_no_output(big_scene, model, tmp_path, private_tmp):
+def test_cli_killed_mid_run_leaves_no_output(long_scene, model, tmp_path, private_tmp):
     """SIGKILL cannot be caught: what it leaves is in TMPDIR (the worker's is the scratch folder,
     removed by the caller), never at or beside the output path."""
     output = tmp_path / "out.gpkg"
-    child = start_cli("extract", big_scene, output, "--model", model, *FAST, "--batch-size", "1",
+    child = start_cli("extract", long_scene, output, "--model", model, *FAST, "--batch-size", "1",
                       tmpdir=private_tmp)
     assert wait_for(inference_started(private_tmp))
-    child.kill()
+    signal_mid_run(child, signal.SIGKILL, private_tmp, output)
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
     assert_no_output(output)
