@@ -80,11 +80,22 @@ def private_tmp(tmp_path) -> Path:
     return folder
 
 
+def _as_at_a_terminal(then=None):
+    """Ctrl-C's default disposition in the child, as a terminal gives it: a test run started in
+    the background of a non-interactive shell (nohup, CI runners) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler."""
+    def prepare():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+    return prepare
+
+
 def start_cli(*args, tmpdir: Path, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen(  # a fixed interpreter, list arguments, no shell
         [sys.executable, "-m", "sn6_footprints", *map(str, args)], cwd=REPO_ROOT, env=cli_environ(tmpdir),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=preexec_fn)  # noqa: PLW1509 - only resource limits / a uid, set before exec
+        preexec_fn=_as_at_a_terminal(preexec_fn))  # noqa: PLW1509 - signal disposition, resource limits, a uid
 
 
 def wait_for(condition, timeout: float = 60.0, interval: float = 0.02) -> bool:
