@@ -94,7 +94,6 @@ def read_window(dataset, window: Window, nodata: float | None) -> tuple[np.ndarr
 
 
 LOOK_DIRECTION_TAG = "LOOK_DIRECTION"
-OPPOSITE_LOOK = {"north": "south", "south": "north", "east": "west", "west": "east"}
 
 
 def look_preserving_flip_axis(look_direction: str) -> int:
@@ -102,9 +101,3 @@ def look_preserving_flip_axis(look_direction: str) -> int:
     wrong side: columns (-1) for north/south-looking scenes, rows (-2) for east/west-looking."""
     return -1 if look_direction in ("north", "south") else -2
 
-
-def raster_look_direction(dataset) -> str | None:
-    """The look direction a raster declares in its ``LOOK_DIRECTION`` metadata tag (the
-    simulator writes it; SN6 tiles carry none: use their orientation flag instead)."""
-    tag = str(dataset.tags().get(LOOK_DIRECTION_TAG, "")).strip().lower()
-    return tag if tag in OPPOSITE_LOOK else None

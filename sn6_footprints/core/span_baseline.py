@@ -50,13 +50,13 @@ from scipy import ndimage
 
 from .extract import ExtractionResult
 from .feedback import Feedback, SubFeedback
-from .raster_windows import RasterError, RasterInfo, raster_look_direction, read_window
+from .raster_windows import RasterError, RasterInfo, read_window
+from .reading.look import LOOK_DIRECTIONS, look_from_tags, quarter_turns
 from .settings import SN6_BAND_NAMES, SN6_MIN_AREA_M2, ModelSettings
 from .radiometry.scales import to_linear
 from .vectorize import VectorizeOptions, vectorize_probabilities
 
 INPUT_SCALES = ("sn6-intensity", "db", "linear")
-LOOK_DIRECTIONS = ("north", "south")
 # The score map is 0 off buildings and in (0.5, 1] on them, so the vectoriser's usual 0.5
 # threshold returns exactly the morphology's mask and the confidence grows with brightness.
 SCORE_THRESHOLD = 0.5
@@ -85,7 +85,7 @@ class SpanBaselineOptions:
         if self.smoothing_px < 1 or self.opening_px < 0 or self.closing_px < 0:
             raise ValueError("smoothing must be at least 1 px and opening/closing at least 0 px")
         if self.look_direction not in (None,) + LOOK_DIRECTIONS:
-            raise ValueError(f"look direction must be north or south, not {self.look_direction!r}")
+            raise ValueError(f"look direction must be north, south, east or west, not {self.look_direction!r}")
         if self.tile_size_px < 64:
             raise ValueError(f"tile size must be at least 64 px, not {self.tile_size_px}")
         if not math.isfinite(self.threshold_db) or self.shift_m < 0 or self.min_area_m2 < 0:
@@ -147,8 +147,7 @@ def span_score(data: np.ndarray, valid: np.ndarray, options: SpanBaselineOptions
 def _look_direction(dataset, options: SpanBaselineOptions) -> str:
     if options.look_direction is not None:
         return options.look_direction
-    look = raster_look_direction(dataset)
-    return look if look in LOOK_DIRECTIONS else "north"
+    return look_from_tags(dataset.tags()) or "north"
 
 
 def baseline_settings(options: SpanBaselineOptions) -> ModelSettings:
@@ -174,10 +173,11 @@ def write_span_scores(raster_path, score_path, options: SpanBaselineOptions,
             raise RasterError(f"{os.path.basename(str(raster_path))} has no coordinate reference system; "
                               "assign one so areas in m² and the polygons can be placed.")
         look = _look_direction(dataset, options)
-        # north-looking: the sensor is south (image bottom), footprints lie above (north of) the
-        # bright layover, so the mask moves up; south-looking the other way round
+        # each window is turned to look north (as the model's tiles are) and back: north-looking,
+        # the sensor is south (image bottom) and footprints lie above (north of) the bright
+        # layover, so the mask moves up
         shift_px = int(round(options.shift_m / info.pixel_size_map_units)) if not info.is_geographic else 0
-        shift_rows = -shift_px if look == "north" else shift_px
+        turns = quarter_turns(look, "north")
         margin = options.margin_px(shift_px)
         tile = options.tile_size_px
         profile = dict(driver="GTiff", width=info.width, height=info.height, count=1, dtype="float32",
@@ -191,7 +191,8 @@ def write_span_scores(raster_path, score_path, options: SpanBaselineOptions,
                 r0, c0 = max(0, row - margin), max(0, col - margin)
                 r1, c1 = min(info.height, row + height + margin), min(info.width, col + width + margin)
                 data, valid = read_window(dataset, Window(c0, r0, c1 - c0, r1 - r0), info.nodata)
-                score = span_score(data, valid, options, shift_rows)
+                score = np.rot90(span_score(np.rot90(data, turns, axes=(1, 2)), np.rot90(valid, turns), options,
+                                            -shift_px), -turns)
                 core = score[row - r0:row - r0 + height, col - c0:col - c0 + width]
                 out.write(core[None], window=Window(col, row, width, height))
                 feedback.set_progress(100.0 * done / len(starts))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import shapely.affinity
 
 from sn6_footprints.core.extract import score_extraction
 from sn6_footprints.core.heldout import (DEMO_SEED, HELDOUT_SEEDS, HELDOUT_SETS, TRAINING_SEEDS, UNIT_TEST_SEEDS,
@@ -104,7 +105,33 @@ def test_span_baseline_tiles_match_a_whole_run_and_db_input_matches(scene, tmp_p
     assert len(from_db) == len(whole)
 
 
-@pytest.mark.parametrize("look", ["north", "south"])
+@pytest.mark.parametrize("look, turns", [("east", -1), ("west", 1)])
+def test_span_baseline_turns_an_east_or_west_looking_scene_like_the_model(scene, tmp_path, look, turns):
+    """The north-looking scene's image turned as an east (west) look would show it: the same
+    buildings, turned; before, such a tag was read as north and the layover shift went the wrong way."""
+    info, _ = scene
+    north = extract_span_baseline(info.raster_path)
+    with rasterio.open(info.raster_path) as src:
+        profile, data = src.profile, src.read()
+    path = tmp_path / f"{look}.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ascontiguousarray(np.rot90(data, turns, axes=(1, 2))))
+        dst.update_tags(LOOK_DIRECTION=look)
+    def overlap_with_north(result):   # turned back onto the north image: IoU of the two footprint maps
+        t = profile["transform"]
+        centre = (t.c + t.a * profile["width"] / 2, t.f + t.e * profile["height"] / 2)
+        back = shapely.union_all([shapely.affinity.rotate(g, -90 * turns, origin=centre) for g in result.geometries])
+        found = shapely.union_all(north.geometries)
+        return back.intersection(found).area / back.union(found).area
+
+    turned = extract_span_baseline(path)
+    assert len(turned) == len(north) > 5
+    as_if_north = extract_span_baseline(path, SpanBaselineOptions(look_direction="north"))  # the old reading
+    assert overlap_with_north(turned) > 0.95 > overlap_with_north(as_if_north) + 0.05, \
+        (overlap_with_north(turned), overlap_with_north(as_if_north))
+
+
+@pytest.mark.parametrize("look", ["north", "south", "east", "west"])
 def test_span_baseline_never_detects_on_nodata(tmp_path, look):
     info = simulate_scene(tmp_path / "strip.tif", None, width_px=512, height_px=512, seed=SEED,
                           look_direction=look, nodata_strip=True)
