@@ -641,10 +641,9 @@ class ValidationSet:
                 continue
             band = replace(grid, height=rows, transform=grid.transform * Affine.translation(0, region.split_row),
                            is_raster_grid=False)
-            # The band is a sub-grid of the model grid: ModelWindows warps onto it, with the plan's
-            # resampling, or nearest where the raster's own grid was read as is (exact on an
-            # aligned grid: every pixel lands on itself).
-            plan = replace(region.plan, grid=band, resampling=region.plan.resampling or "nearest")
+            # The band is a sub-grid of the model grid: ModelWindows reads it as the region's plan
+            # says (the raster's own pixels from the split row on, or warped with its resampling).
+            plan = replace(region.plan, grid=band)
             outline = grid_outline(band)
             truth = [g.intersection(outline) for g in region.footprints if g.intersects(outline)]
             self.bands.append((region.path, plan, [g for g in truth if not g.is_empty]))

@@ -42,10 +42,18 @@ class ModelWindows:
         self.dataset, self.plan = dataset, plan
         self.indexes = list(plan.bands.indexes)
         self._margin = 2 + (math.ceil(1 / plan.factor) if plan.resampling in ("average", "cubic") else 1)
+        self._offset = (0, 0)
+        if plan.reads_as_is:   # the raster's grid, or a part of it cut on whole pixels (a validation band)
+            col, row = ~dataset.transform * (plan.grid.transform.c, plan.grid.transform.f)
+            if max(abs(col - round(col)), abs(row - round(row))) > 1e-6:
+                raise ValueError("a plan read as is needs a grid on the raster's own pixels")
+            self._offset = (round(col), round(row))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(float32 (bands, h, w) on the model's scale with 0 where invalid, bool valid (h, w))."""
         if self.plan.reads_as_is:
+            col, row = self._offset
+            window = Window(window.col_off + col, window.row_off + row, window.width, window.height)
             raw = self.dataset.read(self.indexes, window=window)
             valid = valid_pixels(raw, self.plan.nodata, self.plan.zero_is_nodata)
             data = self._to_model(raw)
