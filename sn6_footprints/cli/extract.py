@@ -49,7 +49,7 @@ def run(args) -> int:
         min_area_m2=args.min_area, simplify=args.simplify, tile_size_px=args.tile_size, overlap_px=args.overlap,
         batch_size=args.batch_size, input_options=input_options(args), feedback=args.feedback)
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
-    from ..core.inference import TilingOptions
+    from ..core.engine.tiling import TilingOptions
     from ..core.truth import read_extraction_truth, scored_truth_message
     from ..core.vector_io import write_footprints
 

@@ -19,7 +19,9 @@ from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputWriteError
 from .feedback import Feedback, SubFeedback
-from .inference import Predictor, ProbabilityWriteError, TilingOptions, predict_probabilities
+from .engine.predictor import Predictor
+from .engine.probabilities import ProbabilityWriteError, predict_probabilities
+from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
 from .settings import ModelSettings
@@ -40,6 +42,10 @@ class ExtractionOptions:
     rotate_180: bool | None = None     # SN6 orientation flag, on top of the look direction; None: the model's
     input: InputOptions = InputOptions()
     flip_average: bool | None = None  # average with a flipped copy (2x compute); None: the model's
+    precision: str = "auto"            # auto, float32, bfloat16, float16 (auto: decided per device)
+    probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
+    probability_format: str = "float32"  # float32 (0-1) or uint8 (0-255); nodata kept as nodata
+    preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step
 
 
 @dataclass

@@ -61,25 +61,6 @@ class RasterInfo:
         return self.pixel_area_map_units * metres_per_degree ** 2 * math.cos(math.radians(lat))
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets along one axis: steps of ``tile - overlap``, the last snapped to the edge."""
-    if length <= tile:
-        return [0]
-    step = max(1, tile - overlap)
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
-
-
-def plan_tile_rows(width: int, height: int, tile: int, overlap: int) -> list[list[Window]]:
-    """Tiles grouped by row, top to bottom; edge tiles are cut to the raster."""
-    rows = []
-    for row in tile_starts(height, tile, overlap):
-        rows.append([Window(col, row, min(tile, width - col), min(tile, height - row))
-                     for col in tile_starts(width, tile, overlap)])
-    return rows
-
-
 def read_window(dataset, window: Window, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(float32 array of shape (bands, h, w), boolean valid mask (h, w)).
 

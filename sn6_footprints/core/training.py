@@ -42,7 +42,9 @@ from scipy import ndimage
 from .devices import autocast_dtype, describe, resolve_device
 from .extract import ExtractionResult, score_extraction
 from .feedback import Feedback, SubFeedback
-from .inference import Predictor, TilingOptions, normalise, predict_probabilities
+from .engine.predictor import Predictor, normalise
+from .engine.probabilities import predict_probabilities
+from .engine.tiling import TilingOptions
 from .model import INPUT_MULTIPLE_PX, UNet11
 from .radiometry import SCALE_LABELS
 from .radiometry.scales import BANDS as SN6_BANDS

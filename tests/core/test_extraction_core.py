@@ -14,8 +14,8 @@ from affine import Affine
 from sn6_footprints.core.devices import DeviceError, resolve_device
 from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
 from sn6_footprints.core.feedback import Cancelled, Feedback
-from sn6_footprints.core.inference import TilingOptions
-from sn6_footprints.core.raster_windows import RasterError, RasterInfo, tile_starts
+from sn6_footprints.core.engine.tiling import TilingOptions, tile_starts
+from sn6_footprints.core.raster_windows import RasterError, RasterInfo
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
 from tests.conftest import REPO_ROOT
 from tests.helpers.feedback import InfoLog
@@ -203,7 +203,7 @@ def test_grown_blobs_get_back_the_footprint_of_an_eroded_mask(tmp_path):
 def test_flip_average_is_the_mean_of_the_tile_and_its_flipped_copy():
     import torch
 
-    from sn6_footprints.core.inference import Predictor
+    from sn6_footprints.core.engine.predictor import Predictor
     from sn6_footprints.core.model import UNet11
 
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ from rasterio.features import shapes
 from scipy import ndimage
 
 from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
-from sn6_footprints.core.inference import TilingOptions
+from sn6_footprints.core.engine.tiling import TilingOptions
 from sn6_footprints.core.reading import InputOptions
 from tests.helpers.models import BRIGHT, DARK, save_threshold_model
 

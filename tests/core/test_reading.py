@@ -15,7 +15,8 @@ import torch
 from affine import Affine
 
 from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
-from sn6_footprints.core.inference import Predictor, TilingOptions
+from sn6_footprints.core.engine.predictor import Predictor
+from sn6_footprints.core.engine.tiling import TilingOptions
 from sn6_footprints.core.model import UNet11
 from sn6_footprints.core.raster_windows import RasterError
 from sn6_footprints.core.reading import InputOptions

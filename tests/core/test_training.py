@@ -469,7 +469,7 @@ def test_the_validation_band_is_read_at_its_place_on_the_model_grid(scene, coars
     read as is and resampled from 1 m: the band's sub-grid, turns and truth line up."""
     import torch
 
-    from sn6_footprints.core.inference import TilingOptions
+    from sn6_footprints.core.engine.tiling import TilingOptions
     from sn6_footprints.core.training import ValidationSet
     from tests.helpers.models import threshold_model
 

@@ -1,4 +1,4 @@
-"""Tiled inference: raster windows -> normalised batches -> model -> blended probabilities.
+"""Rows of tiles -> the blended probability of every pixel, written to a GeoTIFF.
 
 Tiles overlap and their probabilities are blended with a weight that falls towards the tile
 border, so no seam shows. Rows of tiles stream through a buffer a little taller than one tile;
@@ -12,118 +12,25 @@ import logging
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from ..output_safety import OutputWriteError, write_error_message
-from .devices import autocast_dtype
-from .feedback import Feedback
-from .model import INPUT_MULTIPLE_PX, UNet11
-from .raster_windows import plan_tile_rows
-from .reading.ground import ModelGrid
-from .reading.model_windows import ModelWindows
-from .reading.plan import InputPlan
-from .settings import ModelSettings
+from ...output_safety import OutputWriteError, write_error_message
+from ..feedback import Feedback
+from ..reading.ground import ModelGrid
+from ..reading.model_windows import ModelWindows
+from ..reading.plan import InputPlan
+from ..settings import ModelSettings
+from .predictor import Predictor, normalise, pad_to_multiple
+from .tiling import TilingOptions, blend_weights, plan_tile_rows
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None
-
-
-@dataclass(frozen=True)
-class TilingOptions:
-    tile_size_px: int = 512
-    overlap_px: int = 64
-    batch_size: int = 4
-
-    @property
-    def effective_overlap_px(self) -> int:
-        """The overlap actually used: at most half a tile, so every tile still advances."""
-        return min(self.overlap_px, self.tile_size_px // 2)
-
-    def check(self) -> None:
-        if self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX:
-            nearest = max(INPUT_MULTIPLE_PX, INPUT_MULTIPLE_PX * round(self.tile_size_px / INPUT_MULTIPLE_PX))
-            raise ValueError(f"Tile size {self.tile_size_px} px must be a multiple of {INPUT_MULTIPLE_PX} "
-                             f"(at least {INPUT_MULTIPLE_PX}); use {nearest} (512 is the SN6 baseline's).")
-        if self.overlap_px < 0:
-            raise ValueError(f"Overlap {self.overlap_px} px must be 0 or more.")
-        if self.batch_size < 1:
-            raise ValueError("Batch size must be at least 1.")
-
-
-def normalise(data: np.ndarray, settings: ModelSettings) -> np.ndarray:
-    """(x - mean) / std per band, in place on a float32 (bands, h, w) array."""
-    mean = np.asarray(settings.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(settings.std, dtype=np.float32)[:, None, None]
-    data -= mean
-    data /= std
-    return data
-
-
-def pad_to_multiple(data: np.ndarray, multiple: int = INPUT_MULTIPLE_PX) -> np.ndarray:
-    """Reflect-pad (bands, h, w) on the bottom/right to multiples of ``multiple``."""
-    _, h, w = data.shape
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return data
-    mode = "reflect" if h > ph and w > pw else "edge"
-    return np.pad(data, ((0, 0), (0, ph), (0, pw)), mode=mode)
-
-
-def blend_weights(height: int, width: int, overlap_px: int) -> np.ndarray:
-    """A tile's blending weight: 1 inside, ramping down over the overlap towards its border
-    (never 0, so raster borders covered by one tile still count)."""
-    ramp_len = max(1, overlap_px)
-
-    def axis(n: int) -> np.ndarray:
-        distance = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
-        return np.clip(distance / ramp_len, 1e-3, 1.0).astype(np.float32)
-
-    return np.outer(axis(height), axis(width))
-
-
-class Predictor:
-    """Runs the model on batches of normalised tiles; returns probabilities as numpy."""
-
-    def __init__(self, model: UNet11, device: torch.device, quarter_turns: int = 0,
-                 flip_axis: int | None = None):
-        self.device = device
-        # Test-time augmentation: average with the prediction of the image flipped along this
-        # axis (one that keeps the look direction), as the SN6 winners did; twice the compute.
-        self.flip_axis = flip_axis
-        self.model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
-        # Counter-clockwise quarter turns that present a tile the way the model was trained
-        # (its look direction; 2 is SN6's orientation flag), undone on the probabilities.
-        self.quarter_turns = quarter_turns % 4
-        self.autocast = autocast_dtype(device)
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self.quarter_turns:
-            x = torch.rot90(x, self.quarter_turns, dims=(-2, -1))
-        probabilities = self._probabilities(x)
-        if self.flip_axis is not None:
-            flipped = self._probabilities(torch.flip(x, dims=(self.flip_axis,)))
-            probabilities = 0.5 * (probabilities + torch.flip(flipped, dims=(self.flip_axis,)))
-        if self.quarter_turns:
-            probabilities = torch.rot90(probabilities, -self.quarter_turns, dims=(-2, -1))
-        return probabilities[:, 0].cpu().numpy()
-
-    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        if self.autocast is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.autocast):
-                logits = self.model(x)
-        else:
-            logits = self.model(x)
-        return torch.sigmoid(logits.float())
 
 
 def _predict_row(reader: ModelWindows, windows: list[Window], predictor: Predictor,
@@ -217,7 +124,7 @@ def _likely_errno(path) -> int | None:
 
 
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
-                          plan: InputPlan, options: TilingOptions = TilingOptions(),
+                          plan: InputPlan, options: TilingOptions | None = None,
                           feedback: Feedback | None = None) -> ModelGrid:
     """Write the blended building probability of every pixel of the plan's model grid (0 on
     nodata) to a GeoTIFF.
@@ -226,6 +133,7 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
     size limit), even one GDAL only logs when the file is closed, raises
     :class:`ProbabilityWriteError`, and the written file must open again."""
     feedback = feedback or Feedback()
+    options = options or TilingOptions()
     options.check()
     errors = _GdalErrors()
     with rasterio.open(raster_path) as dataset:
