@@ -2,7 +2,7 @@
 """Score models (and the non-learned span baseline) on the held-out simulated sets, on the CPU.
 
     .venv/bin/python scripts/evaluate_models.py --models A.pt [B.pt ...] [--span-baseline]
-        [--sets default-north dense ...] [--scenes-per-set 2] [--size 1024]
+        [--precisions float32 bfloat16] [--sets default-north dense ...] [--scenes-per-set 2] [--size 1024]
         [--workdir build/heldout] [--threads N] [--json out.json] [--markdown]
 
 Why: the issue asks for the bundled model's object F1 on held-out scenes beside a baseline that
@@ -30,16 +30,17 @@ from sn6_footprints.core.heldout import (HELDOUT_SCENE_PX, HELDOUT_SETS, SCENES_
 SPAN_BASELINE = "span baseline"
 
 
-def model_row(path: Path) -> tuple[dict, object]:
-    """(description of a checkpoint, extract callable running it on the CPU)."""
+def model_row(path: Path, precision: str = "float32") -> tuple[dict, object]:
+    """(description of a checkpoint, extract callable running it on the CPU in ``precision``)."""
     from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
     from sn6_footprints.core.weights import load_model
 
     model, settings = load_model(path)
-    info = {"name": path.stem, "path": str(path), "kind": "model", "width": settings.width,
+    name = path.stem if precision == "float32" else f"{path.stem} ({precision})"
+    info = {"name": name, "path": str(path), "precision": precision, "kind": "model", "width": settings.width,
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_mb": path.stat().st_size / 2 ** 20, "description": settings.description}
-    options = ExtractionOptions(model_path=str(path), device="cpu")
+    options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision)
     return info, lambda raster: extract_footprints(raster, options)
 
 
@@ -82,6 +83,8 @@ def table(rows: list[dict], sets: list[str], markdown: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=[], type=Path, help="checkpoints to score")
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
+                        help="score each model in each of these CPU precisions (default float32)")
     parser.add_argument("--span-baseline", action="store_true", help="also score the non-learned span baseline")
     parser.add_argument("--sets", nargs="+", default=list(HELDOUT_SETS), choices=list(HELDOUT_SETS))
     parser.add_argument("--scenes-per-set", type=int, default=SCENES_PER_SET)
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
     feedback = PrintFeedback(stream=sys.stderr, quiet=args.quiet)
     scenes = make_heldout_scenes(args.workdir / f"{args.size}px", args.sets, args.size, args.scenes_per_set,
                                  feedback)
-    candidates = [model_row(path) for path in args.models]
+    candidates = [model_row(path, precision) for path in args.models for precision in args.precisions]
     if args.span_baseline:
         candidates.append(baseline_row())
     rows = []

@@ -40,6 +40,10 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
+_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def autocast_dtype(device: torch.device, training: bool = False) -> torch.dtype | None:
     """Mixed precision on CUDA (bf16 where supported, else fp16). On the CPU, inference stays in
     fp32 (exact, tiling-invariant probabilities) and training uses bf16 where the CPU has it."""
@@ -48,6 +52,26 @@ def autocast_dtype(device: torch.device, training: bool = False) -> torch.dtype 
     if training and cpu_supports_bf16():
         return torch.bfloat16
     return None
+
+
+def resolve_precision(device: torch.device, requested: str = "auto") -> tuple[torch.dtype | None, str | None]:
+    """(the autocast dtype inference runs in, None for float32; a note for the log or None).
+
+    ``auto`` is :func:`autocast_dtype`'s choice. A precision the device cannot run is refused
+    (bf16 on a GPU without it); one it only emulates runs, slowly, and the note says so."""
+    requested = (requested or "auto").lower()
+    if requested not in PRECISION_CHOICES:
+        raise DeviceError(f"Unknown precision {requested!r}; choose one of {', '.join(PRECISION_CHOICES)}.")
+    if requested == "auto":
+        return autocast_dtype(device), None
+    dtype = _DTYPES[requested]
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"Precision bfloat16 was requested but {torch.cuda.get_device_name(device)} does not "
+                          "support it: choose float16, float32 or auto.")
+    if device.type == "cpu" and dtype is not None and not (dtype is torch.bfloat16 and cpu_supports_bf16()):
+        return dtype, (f"this CPU has no native {requested} instructions: PyTorch emulates them, which is "
+                       "usually slower than float32 (Precision auto or float32 is faster here).")
+    return dtype, None
 
 
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:

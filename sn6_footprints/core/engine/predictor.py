@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..devices import autocast_dtype
+from ..devices import resolve_precision
 from ..model import INPUT_MULTIPLE_PX, UNet11
 from ..settings import ModelSettings
 
@@ -32,20 +32,36 @@ class Predictor:
     """Runs the model on batches of normalised tiles; returns probabilities as numpy."""
 
     def __init__(self, model: UNet11, device: torch.device, quarter_turns: int = 0,
-                 flip_axis: int | None = None):
+                 flip_axis: int | None = None, precision: str = "auto"):
         self.device = device
         # Test-time augmentation: average with the prediction of the image flipped along this
         # axis (one that keeps the look direction), as the SN6 winners did; twice the compute.
         self.flip_axis = flip_axis
         self.model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the tile's shape: autotune once
         # Counter-clockwise quarter turns that present a tile the way the model was trained
         # (its look direction; 2 is SN6's orientation flag), undone on the probabilities.
         self.quarter_turns = quarter_turns % 4
-        self.autocast = autocast_dtype(device)
+        # The autocast dtype (None: float32) and, when the choice runs slowly here, why.
+        self.autocast, self.precision_note = resolve_precision(device, precision)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        try:
+            return self._predict(batch)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) < 2:
+                raise
+            torch.cuda.empty_cache()  # the card is full: the same tiles in two halves
+            half = len(batch) // 2
+            return np.concatenate([self(batch[:half]), self(batch[half:])])
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory()  # page-locked, so the copy below runs asynchronously
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self.quarter_turns:
             x = torch.rot90(x, self.quarter_turns, dims=(-2, -1))
         probabilities = self._probabilities(x)
