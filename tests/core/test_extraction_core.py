@@ -172,7 +172,7 @@ def test_a_raster_looking_opposite_to_the_model_is_rotated_automatically(tmp_pat
     feedback = Recorder()
     result = extract_footprints(raster, ExtractionOptions(model_path=str(model_path),
                                                           tiling=TilingOptions(64, 16, 3)), feedback)
-    assert any("turned 180° for inference" in line for line in feedback.lines)
+    assert any("turned 180° before the model sees it" in line for line in feedback.lines)
     assert len(result) == len(BOXES)
     feedback = Recorder()
     extract_footprints(raster, ExtractionOptions(model_path=str(model_path), rotate_180=False), feedback)

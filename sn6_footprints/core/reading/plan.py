@@ -98,7 +98,7 @@ class InputPlan:
         turn = {0: "no rotation", 1: "turned 90° counter-clockwise", 2: "turned 180°",
                 3: "turned 90° clockwise"}[self.quarter_turns]
         lines.append(f"Look direction: {self.look} ({self.look_evidence}); the model's is {self.model_look}: "
-                     f"{turn} for inference.")
+                     f"{turn} before the model sees it (inference and training alike).")
         size = f"{self.ground.x_m:.3g} × {self.ground.y_m:.3g} m" if abs(self.ground.x_m - self.ground.y_m) > \
             1e-3 * self.ground.size_m else f"{self.ground.size_m:.3g} m"
         if self.reads_as_is:
