@@ -35,6 +35,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--flip-average", choices=("model", "yes", "no"), default="model",
                    help="average every tile's prediction with that of its copy flipped along the look direction "
                         "(twice the compute; default 'model': the model's setting, on for the bundled model)")
+    p.add_argument("--probability", metavar="PATH",
+                   help="also write the blended building probability raster here (GeoTIFF .tif/.tiff, the model "
+                        "grid, tiled, deflate); not an input nor the footprints output; written complete or not at all")
+    p.add_argument("--probability-format", choices=("float32", "uint8"), default="float32",
+                   help="float32: probability 0-1, nodata -1 (default); uint8: round(p x 254), nodata 255 "
+                        "(a quarter of the size; 0.5 is 127)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="arithmetic of the model's forward pass (default auto: decided per device, the log says "
+                        "what ran); bfloat16/float16 run autocast on a CUDA GPU")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
@@ -47,7 +56,8 @@ def run(args) -> int:
     plan = validate_extraction(
         args.raster, args.output, model=args.model, truth=args.truth, threshold=args.threshold,
         min_area_m2=args.min_area, simplify=args.simplify, tile_size_px=args.tile_size, overlap_px=args.overlap,
-        batch_size=args.batch_size, input_options=input_options(args), feedback=args.feedback)
+        batch_size=args.batch_size, input_options=input_options(args), probability=args.probability,
+        probability_format=args.probability_format, precision=args.precision, feedback=args.feedback)
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
     from ..core.engine.tiling import TilingOptions
     from ..core.truth import read_extraction_truth, scored_truth_message
@@ -59,11 +69,15 @@ def run(args) -> int:
         model_path=args.model, device=args.device,
         tiling=TilingOptions(args.tile_size, args.overlap, args.batch_size),
         threshold=args.threshold, min_area_m2=args.min_area, simplify_m=args.simplify,
-        rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args))
+        rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args),
+        precision=args.precision, probability_path=args.probability or None,
+        probability_format=args.probability_format)
     result = extract_footprints(args.raster, options, args.feedback, input_plan=plan.input_plan)
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
+    if args.probability:
+        summary.update(probability=str(args.probability), probability_format=args.probability_format)
     if args.truth:
         report = score_extraction(result, truth.geometries)
         args.feedback.info(scored_truth_message(report, result.settings.min_area_m2))

@@ -91,6 +91,29 @@ def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
     return f"The temporary folder {folder} ({free}) could not hold the probability raster: {error}"
 
 
+def _partial_path(destination) -> str:
+    """A new file beside the destination (same folder, so the final rename is atomic and never
+    crosses disks), hidden and named after it."""
+    folder, name = os.path.split(os.path.abspath(os.path.expanduser(str(destination))))
+    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial.tif", dir=folder)
+    os.close(fd)
+    return path
+
+
+def _remove(path) -> None:
+    for leftover in (path, path + ".aux.xml"):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
+
+
+def _format_note(fmt: str) -> str:
+    if fmt == "uint8":
+        return "uint8: round(p x 254), 255 = nodata"
+    return "float32: 0-1, -1 = nodata"
+
+
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
                        feedback: Feedback | None = None, input_plan=None) -> ExtractionResult:
     """Run the model over ``raster_path`` tile by tile and return the footprints (``input_plan``:
@@ -125,28 +148,43 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                   f"{describe_model(options.model_path, settings)}")
     feedback.info(f"PyTorch {torch_versions()}")
     predictor = Predictor(model, device, quarter_turns=turns,
-                          flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None)
+                          flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None,
+                          precision=options.precision)
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
                   f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
                   f"{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
     seconds["load"] = time.perf_counter() - started
+    partial = _partial_path(options.probability_path) if options.probability_path else None
     try:
         with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
             probability_path = os.path.join(scratch, "probability.tif")
             t0 = time.perf_counter()
             grid = predict_probabilities(raster_path, probability_path, predictor, settings, plan, options.tiling,
-                                         SubFeedback(feedback, 0, 90))
+                                         SubFeedback(feedback, 0, 90), deliver_path=partial,
+                                         deliver_format=options.probability_format)
             seconds["inference"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
             geometries, attributes = vectorize_probabilities(probability_path, grid, vectorize,
                                                              SubFeedback(feedback, 90, 100))
             seconds["vectorize"] = time.perf_counter() - t0
-    except ProbabilityWriteError as exc:  # told once the scratch folder is gone: the free space is the user's
+        feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
+        if partial is not None:  # complete: only now does it take the user's name
+            os.replace(partial, os.path.expanduser(str(options.probability_path)))
+            partial = None
+            feedback.info(f"Building probability ({_format_note(options.probability_format)}) -> "
+                          f"{options.probability_path}")
+    except ProbabilityWriteError as exc:
+        if partial is not None and exc.path == partial:  # the user's file: its folder's words, not TMPDIR's
+            raise OutputWriteError(str(exc).replace(os.path.basename(partial),
+                                                    os.path.basename(options.probability_path))) from None
+        # told once the scratch folder is gone: the free space is the user's
         raise TemporaryFolderError(temporary_folder_message(os.path.dirname(scratch), exc)) from None
-    feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
+    finally:
+        if partial is not None:  # failed or cancelled: no half-written probability raster is left
+            _remove(partial)
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
     return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast),

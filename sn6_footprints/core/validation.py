@@ -29,6 +29,8 @@ MODEL_EXTENSIONS = (".pt", ".pth", ".model")
 HTML_EXTENSIONS = (".html", ".htm")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 MIN_TILE_PX = 64
+PROBABILITY_FORMATS = ("float32", "uint8")   # engine.probabilities.PROBABILITY_FORMATS (no numpy import here)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 class ValidationError(ValueError):
@@ -238,9 +240,10 @@ class ExtractionPlan:
 
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
                         simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4, input_options=None,
+                        probability=None, probability_format="float32", precision="auto",
                         feedback: Feedback | None = None) -> ExtractionPlan:
     """Everything ``extract`` needs, checked before the model loads (the checks that need
-    torch, of the model file, last)."""
+    torch, of the model file, last); ``probability``: the optional probability raster output."""
     from dataclasses import replace
 
     check_threshold(threshold)
@@ -250,9 +253,18 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
     info = check_raster(raster)
     if truth is not None and str(truth) != "":
         check_vector_input(truth, "ground-truth file")
+    inputs = {"input raster": raster, "ground-truth file": truth, "model file": model}
     if output is not None:
-        check_output(output, "output", VECTOR_EXTENSIONS,
-                     {"input raster": raster, "ground-truth file": truth, "model file": model})
+        check_output(output, "output", VECTOR_EXTENSIONS, inputs)
+    if probability_format not in PROBABILITY_FORMATS:
+        raise ValidationError(f"Probability format {probability_format} is not known; use one of "
+                              f"{', '.join(PROBABILITY_FORMATS)}.")
+    if precision not in PRECISIONS:
+        raise ValidationError(f"Precision {precision} is not known; use one of {', '.join(PRECISIONS)}.")
+    if probability is not None and str(probability) != "":
+        if output is not None:  # first: 'the same file' says more than 'a vector extension'
+            check_outputs_distinct({"footprints output": output, "probability raster": probability})
+        check_output(probability, "probability raster", RASTER_EXTENSIONS, inputs)
     settings = check_model(model)
     input_plan = check_input_plan(raster, settings, input_options)
     if threshold is not None:

@@ -123,11 +123,32 @@ def _likely_errno(path) -> int | None:
     return None
 
 
+FLOAT32_NODATA = -1.0  # outside 0-1, so no probability reads as nodata; finite, so every tool compares it
+UINT8_NODATA = 255     # 0-254 hold round(p * 254): 1.0 is 254 exactly and the default 0.5 threshold is 127
+PROBABILITY_FORMATS = ("float32", "uint8")
+
+
+def encode_probability(blended: np.ndarray, valid: np.ndarray, fmt: str) -> np.ndarray:
+    """The delivered probability raster's values: float32 0-1 with -1 as nodata, or uint8
+    round(p * 254) with 255 as nodata (254 steps keep 255 free and put 0.5 on a whole value)."""
+    if fmt == "uint8":
+        return np.where(valid, np.rint(np.clip(blended, 0, 1) * 254), UINT8_NODATA).astype(np.uint8)
+    return np.where(valid, blended, FLOAT32_NODATA).astype(np.float32)
+
+
+def _delivered_profile(profile: dict, fmt: str) -> dict:
+    if fmt == "uint8":
+        return {**profile, "dtype": "uint8", "nodata": UINT8_NODATA, "predictor": 2}
+    return {**profile, "nodata": FLOAT32_NODATA}
+
+
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
                           plan: InputPlan, options: TilingOptions | None = None,
-                          feedback: Feedback | None = None) -> ModelGrid:
+                          feedback: Feedback | None = None, deliver_path=None,
+                          deliver_format: str = "float32") -> ModelGrid:
     """Write the blended building probability of every pixel of the plan's model grid (0 on
-    nodata) to a GeoTIFF.
+    nodata) to a GeoTIFF; with ``deliver_path``, the same rows also go to the user's probability
+    raster (:func:`encode_probability`: nodata stays nodata), so it costs no second pass.
 
     The write is checked: an error of any block or of the file's directory (disk full, file
     size limit), even one GDAL only logs when the file is closed, raises
@@ -150,8 +171,15 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                 out = rasterio.open(probability_path, "w", **profile)
         except (RasterioError, OSError) as exc:
             raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
+        delivered = None
         completed = False
         try:
+            if deliver_path is not None:
+                try:
+                    with errors.watching():
+                        delivered = rasterio.open(deliver_path, "w", **_delivered_profile(profile, deliver_format))
+                except (RasterioError, OSError) as exc:
+                    raise _write_failure(deliver_path, " ".join(errors.messages + [str(exc)])) from exc
             buffer_top = 0
             weighted = np.zeros((0, grid.width), np.float32)
             weights = np.zeros((0, grid.width), np.float32)
@@ -183,6 +211,15 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
                 if errors.messages:
                     raise _write_failure(probability_path, " ".join(errors.messages))
+                if delivered is not None:
+                    try:
+                        with errors.watching():
+                            delivered.write(encode_probability(blended, valid_any[:n], deliver_format)[None],
+                                            window=Window(0, buffer_top, grid.width, n))
+                    except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
+                        raise _write_failure(deliver_path, " ".join(errors.messages + [str(exc)])) from exc
+                    if errors.messages:
+                        raise _write_failure(deliver_path, " ".join(errors.messages))
                 weighted, weights, valid_any = weighted[n:], weights[n:], valid_any[n:]
                 buffer_top = final_bottom
             completed = True
@@ -192,9 +229,20 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     out.close()  # blocks still cached and the TIFF directory are written here
                 except Exception as exc:  # noqa: BLE001 - reported below, unless another error is on its way
                     errors.messages.append(str(exc))
+            delivered_errors = _GdalErrors()
+            if delivered is not None:
+                with delivered_errors.watching():
+                    try:
+                        delivered.close()
+                    except Exception as exc:  # noqa: BLE001 - reported below
+                        delivered_errors.messages.append(str(exc))
         if completed and errors.messages:
             raise _write_failure(probability_path, " ".join(errors.messages))
+        if completed and delivered_errors.messages:
+            raise _write_failure(deliver_path, " ".join(delivered_errors.messages))
     _check_readable(probability_path, grid)
+    if deliver_path is not None:
+        _check_readable(deliver_path, grid)
     return grid
 
 
