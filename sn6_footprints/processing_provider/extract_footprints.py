@@ -8,7 +8,8 @@ from __future__ import annotations
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFeatureSource,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from ..defaults import SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
@@ -26,6 +27,12 @@ ROTATION_CHOICES = ("Auto (raster LOOK_DIRECTION tag, else the model's setting)"
                     "Yes (south-looking scene for a north-looking model)", "No")
 FLIP_CHOICES = ("The model's setting (the bundled model: yes)", "Yes", "No")
 CLI_CHOICES = ("model", "yes", "no")  # ROTATION_CHOICES / FLIP_CHOICES as the CLI spells them
+PROBABILITY_FORMATS = ("float32", "uint8")  # as the CLI spells them
+PROBABILITY_FORMAT_CHOICES = ("Float32: probability 0–1, nodata -1", "Byte: round(probability × 254), nodata 255")
+PROBABILITY_STYLES = {"float32": "probability.qml", "uint8": "probability_uint8.qml"}
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+PRECISION_CHOICES = ("Auto (decided per device; the log says what ran)", "float32", "bfloat16 (CUDA GPU)",
+                     "float16 (CUDA GPU)")
 
 HELP = "\n".join([
     """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -45,6 +52,8 @@ HELP = "\n".join([
     """A model trained on shrunk footprints (its metadata's grow_m, 1.5 m for the bundled model) predicts building cores a gap apart; every blob is grown back by that distance with square corners, so touching buildings come out as separate polygons.
 <b>Tile size</b> (px, multiple of 32, default 512), <b>tile overlap</b> (px, default 64; overlapping tiles are blended), <b>batch size</b> (tiles per forward pass, default 4).
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
+<b>Building probability</b> (optional raster output, off by default): the blended probability of every pixel on the model's grid, the very values the footprints are traced from (GeoTIFF, tiled, deflate; written complete or not at all). <b>Probability raster format</b>: Float32 (0–1, nodata -1) or Byte (round(p × 254), nodata 255: a quarter of the size, 0.5 is 127). Nodata: pixels without valid input. Styled with a colour ramp on loading.
+<b>Precision</b>: the arithmetic of the model's forward pass: Auto (decided per device, the log says what ran), float32, or bfloat16/float16 autocast on a CUDA GPU (faster, slightly different probabilities).
 <b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; on the bundled model's calibration scenes it raises F1 from 0.790 to 0.813. Default: the model's setting (on for the bundled model, off for the SN6 baseline).
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon). The layer is named after the input, e.g. "Building footprints (scene)".
@@ -72,7 +81,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     LOOK_DIRECTION = input_parameters.LOOK_DIRECTION
     ZEROS_NODATA = input_parameters.ZEROS_NODATA
     RESAMPLING = input_parameters.RESAMPLING
+    PROBABILITY_FORMAT = "PROBABILITY_FORMAT"
+    PRECISION = "PRECISION"
     OUTPUT = "OUTPUT"
+    OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     BUILDING_COUNT = "BUILDING_COUNT"
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -114,12 +126,18 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             QgsProcessingParameterEnum(self.FLIP_AVERAGE,
                                        self.tr("Average with a flipped copy (twice the compute)"),
                                        options=list(FLIP_CHOICES), defaultValue=0),
+            QgsProcessingParameterEnum(self.PROBABILITY_FORMAT, self.tr("Probability raster format"),
+                                       options=list(PROBABILITY_FORMAT_CHOICES), defaultValue=0),
+            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"),
+                                       options=list(PRECISION_CHOICES), defaultValue=0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, self.tr("Building footprints"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_PROBABILITY, self.tr("Building probability"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber(self.BUILDING_COUNT, self.tr("Number of buildings")))
         for name, label in SCORE_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
@@ -137,8 +155,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                 "save it as GeoTIFF (Export ▸ Save As…) and use that file."))
         truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
         truth_layer = self.parameterAsVectorLayer(parameters, self.GROUND_TRUTH, context)
+        probability = self._probability_path(parameters, context)
         check_outputs_are_not_inputs(
-            [("footprints output", destination_path(parameters, self.OUTPUT, context))],
+            [("footprints output", destination_path(parameters, self.OUTPUT, context)),
+             ("building probability output", probability)],
             [("input raster", layer.source(), "raster"),
              ("model file", self.parameterAsFile(parameters, self.MODEL, context) or default_model_setting(), "file"),
              ("ground truth", truth_layer.source() if truth_layer is not None else None, "vector")])
@@ -152,6 +172,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         with scratch_folder() as scratch:
             footprints = scratch / "footprints.gpkg"
             arguments = ["extract", layer.source().split("|")[0], str(footprints), *self._options(parameters, context)]
+            if probability:  # written by the worker straight to its destination (complete or absent)
+                arguments += ["--probability", probability]
             if truth_csv is not None:  # pixel coordinates: the worker places them with the raster's geotransform
                 arguments += ["--truth", truth_csv]
             elif truth_source is not None:  # invalid polygons too: the worker repairs and counts them
@@ -162,6 +184,12 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             dest_id = copy_into_sink(self, parameters, self.OUTPUT, context, footprints, layer.crs(), feedback,
                                      layer_name="footprints")
         outputs = {self.OUTPUT: dest_id, self.BUILDING_COUNT: result["buildings"]}
+        self._probability = None
+        if probability:
+            outputs[self.OUTPUT_PROBABILITY] = probability
+            fmt = PROBABILITY_FORMATS[self.parameterAsEnum(parameters, self.PROBABILITY_FORMAT, context)]
+            self._probability = (probability, PROBABILITY_STYLES[fmt],
+                                 self.tr(f"Building probability ({layer.name()})"))
         if truth_source is not None:
             outputs.update({name: result[name.lower()] for name in SCORE_OUTPUTS})
             feedback.pushInfo(self.tr(
@@ -185,7 +213,23 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--simplify", self.parameterAsDouble(parameters, self.SIMPLIFY, context)),
             ("--rotate-180", CLI_CHOICES[self.parameterAsEnum(parameters, self.ROTATE_180, context)]),
             ("--flip-average", CLI_CHOICES[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)]),
+            ("--probability-format",
+             PROBABILITY_FORMATS[self.parameterAsEnum(parameters, self.PROBABILITY_FORMAT, context)]),
+            ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]),
         ]) + input_arguments(self, parameters, context)
+
+    def _probability_path(self, parameters, context) -> str | None:
+        """The probability raster's file (None: not asked for); GeoTIFF only, said before any work."""
+        value = parameters.get(self.OUTPUT_PROBABILITY)
+        if value is None or value == "":
+            return None
+        path = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context)
+        if not path:
+            return None
+        if not path.lower().endswith((".tif", ".tiff")):
+            raise QgsProcessingException(self.tr(
+                f"Building probability {path} is not a GeoTIFF; give it a .tif or .tiff name."))
+        return path
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
         """Processing's own checks, without loading a raster file as a layer (no .aux.xml)."""
@@ -197,4 +241,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             if context.willLoadLayerOnCompletion(dest_id):
                 context.layerToLoadOnCompletionDetails(dest_id).name = self._layer_name
             QmlStyle.attach(context, dest_id, "footprints.qml")
+        probability = getattr(self, "_probability", None)
+        if probability:
+            path, qml, name = probability
+            if context.willLoadLayerOnCompletion(path):
+                context.layerToLoadOnCompletionDetails(path).name = name
+            QmlStyle.attach(context, path, qml)
         return {}
