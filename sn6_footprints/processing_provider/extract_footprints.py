@@ -82,7 +82,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     ZEROS_NODATA = input_parameters.ZEROS_NODATA
     RESAMPLING = input_parameters.RESAMPLING
     PROBABILITY_FORMAT = "PROBABILITY_FORMAT"
-    PRECISION = "PRECISION"
+    INFERENCE_PRECISION = "INFERENCE_PRECISION"  # PRECISION is the score output
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     BUILDING_COUNT = "BUILDING_COUNT"
@@ -128,7 +128,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                                        options=list(FLIP_CHOICES), defaultValue=0),
             QgsProcessingParameterEnum(self.PROBABILITY_FORMAT, self.tr("Probability raster format"),
                                        options=list(PROBABILITY_FORMAT_CHOICES), defaultValue=0),
-            QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"),
+            QgsProcessingParameterEnum(self.INFERENCE_PRECISION, self.tr("Precision"),
                                        options=list(PRECISION_CHOICES), defaultValue=0),
         ]
         for parameter in advanced:
@@ -215,7 +215,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--flip-average", CLI_CHOICES[self.parameterAsEnum(parameters, self.FLIP_AVERAGE, context)]),
             ("--probability-format",
              PROBABILITY_FORMATS[self.parameterAsEnum(parameters, self.PROBABILITY_FORMAT, context)]),
-            ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)]),
+            ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.INFERENCE_PRECISION, context)]),
         ]) + input_arguments(self, parameters, context)
 
     def _probability_path(self, parameters, context) -> str | None:

@@ -28,7 +28,7 @@ def parameters(raster, model, tmp_path, **extra):
 def test_probability_raster_is_written_on_the_rasters_grid(plugin, scene, threshold_model_path, tmp_path):
     out = tmp_path / "probability.tif"
     result = processing.run(ALG, parameters(scene, threshold_model_path, tmp_path, OUTPUT_PROBABILITY=str(out),
-                                            PRECISION=1))
+                                            INFERENCE_PRECISION=1))
     assert result["OUTPUT_PROBABILITY"] == str(out) and result["BUILDING_COUNT"] == len(BOXES)
     with rasterio.open(out) as written, rasterio.open(scene) as source:
         assert written.transform == source.transform and written.crs == source.crs
@@ -65,3 +65,10 @@ def test_loaded_probability_layer_gets_the_colour_ramp(plugin, scene, threshold_
         assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, maximum)
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_temporary_probability_output_is_a_geotiff_that_exists(plugin, scene, threshold_model_path, tmp_path):
+    result = processing.run(ALG, parameters(scene, threshold_model_path, tmp_path,
+                                            OUTPUT_PROBABILITY="TEMPORARY_OUTPUT", PROBABILITY_FORMAT=1))
+    with rasterio.open(result["OUTPUT_PROBABILITY"]) as written:
+        assert written.dtypes[0] == "uint8" and written.nodata == 255 and written.shape == (200, 230)
