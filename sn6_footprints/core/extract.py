@@ -17,10 +17,10 @@ import rasterio
 
 from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
-from ..output_safety import OutputWriteError
+from ..output_safety import OutputIsInputError, OutputWriteError, same_file
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor
-from .engine.probabilities import ProbabilityWriteError, predict_probabilities
+from .engine.probabilities import PROBABILITY_FORMATS, ProbabilityWriteError, predict_probabilities
 from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
@@ -44,7 +44,7 @@ class ExtractionOptions:
     flip_average: bool | None = None  # average with a flipped copy (2x compute); None: the model's
     precision: str = "auto"            # auto, float32, bfloat16, float16 (auto: decided per device)
     probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
-    probability_format: str = "float32"  # float32 (0-1) or uint8 (0-255); nodata kept as nodata
+    probability_format: str = "float32"  # float32 (0-1, nodata -1) or uint8 (round(p*254), nodata 255)
     preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step
 
 
@@ -91,6 +91,17 @@ def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
     return f"The temporary folder {folder} ({free}) could not hold the probability raster: {error}"
 
 
+def _check_probability_output(raster_path, options: ExtractionOptions) -> None:
+    """Also for callers that skipped validation: an unknown format is no silent float32, and the
+    input raster is never the destination."""
+    if options.probability_format not in PROBABILITY_FORMATS:
+        raise ValueError(f"Probability format {options.probability_format} is not known; use one of "
+                         f"{', '.join(PROBABILITY_FORMATS)}.")
+    if options.probability_path and same_file(os.path.expanduser(str(options.probability_path)), raster_path):
+        raise OutputIsInputError(f"The probability raster {os.path.basename(str(options.probability_path))} "
+                                 "would overwrite the input raster; choose another output file.")
+
+
 def _partial_path(destination) -> str:
     """A new file beside the destination (same folder, so the final rename is atomic and never
     crosses disks), hidden and named after it."""
@@ -121,6 +132,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     probability raster is removed on every way out, a :class:`Cancelled` raised by a signal
     handler of the caller's included (the CLI makes SIGTERM one)."""
     feedback = feedback or Feedback()
+    _check_probability_output(raster_path, options)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model, settings = load_model(options.model_path or bundled_model_path())

@@ -13,6 +13,7 @@ import shapely
 from sn6_footprints.core.engine.tiling import TilingOptions
 from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
 from sn6_footprints.core.feedback import Cancelled, Feedback
+from sn6_footprints.output_safety import OutputIsInputError
 from sn6_footprints.core.reading import InputOptions, plan_input
 from sn6_footprints.core.validation import ValidationError, validate_extraction
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
@@ -151,3 +152,12 @@ def test_cli_refuses_the_input_as_probability_output_in_one_line(tmp_path, scene
     assert completed.stderr.startswith("error: The probability raster scene.tif would overwrite the input raster")
     assert len(completed.stderr.strip().splitlines()) == 1
     assert scene.read_bytes() == before and not (tmp_path / "o.gpkg").exists()
+
+
+def test_a_direct_call_never_writes_over_the_input_nor_guesses_a_format(tmp_path, scene, model_path):
+    before = scene.read_bytes()
+    with pytest.raises(OutputIsInputError, match="would overwrite the input raster"):
+        run(scene, model_path, probability_path=str(scene))
+    with pytest.raises(ValueError, match="Probability format int16 is not known"):
+        run(scene, model_path, probability_path=str(tmp_path / "p.tif"), probability_format="int16")
+    assert scene.read_bytes() == before and not (tmp_path / "p.tif").exists() and leftovers(tmp_path) == []
