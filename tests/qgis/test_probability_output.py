@@ -72,3 +72,16 @@ def test_a_temporary_probability_output_is_a_geotiff_that_exists(plugin, scene, 
                                             OUTPUT_PROBABILITY="TEMPORARY_OUTPUT", PROBABILITY_FORMAT=1))
     with rasterio.open(result["OUTPUT_PROBABILITY"]) as written:
         assert written.dtypes[0] == "uint8" and written.nodata == 255 and written.shape == (200, 230)
+
+
+def test_cancelled_run_leaves_no_probability_raster_nor_a_partial_file(plugin, tmp_path, threshold_model_path):
+    from tests.qgis.test_extract_algorithm import CancelAfterFirstProgress
+
+    big = write_raster(tmp_path / "big.tif", boxes_scene(1024, 1024, BOXES))
+    out = tmp_path / "probability.tif"
+    feedback = CancelAfterFirstProgress()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run(ALG, parameters(big, threshold_model_path, tmp_path, OUTPUT_PROBABILITY=str(out),
+                                       TILE_SIZE=64, OVERLAP=0, BATCH_SIZE=1), feedback=feedback)
+    assert feedback.isCanceled()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
