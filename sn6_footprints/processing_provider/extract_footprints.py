@@ -127,9 +127,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                                        self.tr("Average with a flipped copy (twice the compute)"),
                                        options=list(FLIP_CHOICES), defaultValue=0),
             QgsProcessingParameterEnum(self.PROBABILITY_FORMAT, self.tr("Probability raster format"),
-                                       options=list(PROBABILITY_FORMAT_CHOICES), defaultValue=0),
+                                       options=list(PROBABILITY_FORMAT_CHOICES), defaultValue=0,
+                                       optional=True),  # optional: models saved before it still validate
             QgsProcessingParameterEnum(self.INFERENCE_PRECISION, self.tr("Precision"),
-                                       options=list(PRECISION_CHOICES), defaultValue=0),
+                                       options=list(PRECISION_CHOICES), defaultValue=0, optional=True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
