@@ -167,6 +167,8 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
                   f"{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
+    if predictor.precision_note:
+        feedback.warning(f"Precision {options.precision}: {predictor.precision_note}")
     seconds["load"] = time.perf_counter() - started
     partial = _partial_path(options.probability_path) if options.probability_path else None
     try:

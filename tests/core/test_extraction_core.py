@@ -227,3 +227,19 @@ def test_flip_average_follows_the_model_unless_the_user_says_otherwise(tmp_path)
                                                               simplify_m=0), log)
         assert any("averaged with a flipped copy" in line for line in log.lines) is expected
         assert len(result) == len(BOXES)  # the threshold model is symmetric: the same buildings either way
+
+
+def test_tiles_without_a_valid_pixel_are_skipped_and_the_buildings_stay_the_same(tmp_path, model_path):
+    """A nodata swath over the left half: its tiles never reach the model, and the buildings on
+    the valid half are exactly those of the same scene without the swath."""
+    data = boxes_scene(200, 256, [(20, 150, 60, 200), (120, 170, 180, 240)])
+    clean = run(write_raster(tmp_path / "clean.tif", data), model_path)
+    data[:, :, :120] = 0.0  # declared nodata, whole tiles of 64 px (step 48) and more
+    log = InfoLog()
+    result = extract_footprints(write_raster(tmp_path / "swath.tif", data, nodata=0.0),
+                                ExtractionOptions(model_path=str(model_path), tiling=TilingOptions(64, 16, 3),
+                                                  simplify_m=0), log)
+    skipped = [line for line in log.lines if "hold no valid pixel" in line]
+    # tiles start at columns 0, 48, 96, 144, 192 and rows 0, 48, 96, 136: the first two columns are all nodata
+    assert len(skipped) == 1 and skipped[0].startswith("8 of 20 tiles")
+    assert as_set(result) == as_set(clean) and len(result) == 2

@@ -50,3 +50,20 @@ def test_reduced_precision_runs_in_that_precision_and_stays_close_to_float32(pre
     difference = np.abs(reduced - exact)
     assert difference.max() > 0          # it really ran in reduced precision
     assert difference.mean() < 5e-3 and difference.max() < 5e-2
+
+
+def test_the_precision_asked_for_is_what_the_extraction_runs_and_logs(tmp_path):
+    from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
+    from tests.helpers.feedback import InfoLog
+    from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
+
+    model = save_threshold_model(tmp_path / "threshold.pt")
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(96, 96, [(10, 10, 60, 70)]))
+    for precision, said in (("float32", "float32)"), ("bfloat16", "bfloat16 autocast"), ("auto", "float32)")):
+        log = InfoLog()
+        result = extract_footprints(raster, ExtractionOptions(model_path=str(model), precision=precision), log)
+        device_line = next(line for line in log.lines if line.startswith("Device:"))
+        assert said in device_line and said in result.device
+        assert len(result) == 1
+        warned = any(line.startswith("Precision bfloat16") for line in log.warnings)
+        assert warned is (precision == "bfloat16" and not cpu_supports_bf16())

@@ -34,22 +34,30 @@ except ImportError:  # Windows
 
 
 def _predict_row(reader: ModelWindows, windows: list[Window], predictor: Predictor,
-                 settings: ModelSettings, options: TilingOptions, feedback: Feedback):
-    """Yield (window, probabilities, valid) for one row of tiles, batch by batch."""
+                 settings: ModelSettings, options: TilingOptions, feedback: Feedback, skipped: list[int]):
+    """Yield (window, probabilities, valid) for one row of tiles, batch by batch. A tile without a
+    single valid pixel (a nodata swath, a mosaic's empty corner) is not run: its pixels are
+    nodata in every tile that covers them, so its probability (0) cannot change the output;
+    ``skipped`` counts them."""
     for start in range(0, len(windows), options.batch_size):
         feedback.check_cancelled()
         chunk = windows[start:start + options.batch_size]
         tiles, valids = [], []
         for window in chunk:
             data, valid = reader.read(window)
-            tiles.append(pad_to_multiple(normalise(data, settings)))
+            tiles.append(pad_to_multiple(normalise(data, settings)) if valid.any() else None)
             valids.append(valid)
-        shape = tiles[0].shape
-        if any(t.shape != shape for t in tiles):  # edge tiles of other sizes: one by one
-            probabilities = [predictor(t[None])[0] for t in tiles]
+        run = [t for t in tiles if t is not None]
+        skipped[0] += len(tiles) - len(run)
+        if not run:
+            probabilities = []
+        elif any(t.shape != run[0].shape for t in run):  # edge tiles of other sizes: one by one
+            probabilities = [predictor(t[None])[0] for t in run]
         else:
-            probabilities = list(predictor(np.stack(tiles)))
-        for window, p, valid in zip(chunk, probabilities, valids):
+            probabilities = list(predictor(np.stack(run)))
+        results = iter(probabilities)
+        for window, tile, valid in zip(chunk, tiles, valids):
+            p = next(results) if tile is not None else np.zeros((window.height, window.width), np.float32)
             yield window, p[:window.height, :window.width], valid
 
 
@@ -162,6 +170,7 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
         reader = ModelWindows(dataset, plan)
         rows = plan_tile_rows(grid.width, grid.height, options.tile_size_px, options.effective_overlap_px)
         total_tiles = sum(len(r) for r in rows)
+        skipped = [0]
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
                        transform=grid.transform, crs=dataset.crs, tiled=True, blockxsize=256,
                        blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
@@ -192,7 +201,7 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                     weights = np.vstack([weights, np.zeros((grow, grid.width), np.float32)])
                     valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
                 for window, probability, valid in _predict_row(reader, row, predictor, settings, options,
-                                                               feedback):
+                                                               feedback, skipped):
                     w = blend_weights(window.height, window.width, options.effective_overlap_px)
                     rs = slice(window.row_off - buffer_top, window.row_off - buffer_top + window.height)
                     cs = slice(window.col_off, window.col_off + window.width)
@@ -240,6 +249,8 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
             raise _write_failure(probability_path, " ".join(errors.messages))
         if completed and delivered_errors.messages:
             raise _write_failure(deliver_path, " ".join(delivered_errors.messages))
+    if skipped[0]:
+        feedback.info(f"{skipped[0]} of {total_tiles} tiles hold no valid pixel: skipped without running the model.")
     _check_readable(probability_path, grid)
     if deliver_path is not None:
         _check_readable(deliver_path, grid)
