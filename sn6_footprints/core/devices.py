@@ -44,12 +44,14 @@ PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def autocast_dtype(device: torch.device, training: bool = False) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16). On the CPU, inference stays in
-    fp32 (exact, tiling-invariant probabilities) and training uses bf16 where the CPU has it."""
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA (bf16 where supported, else fp16) and on CPUs with native bf16
+    (AMX or AVX512-BF16), for inference as for training: the bundled model's held-out F1 moved by
+    at most 0.002 on any set in bf16 (8 scenes a set) and its forward ran 1.8x faster on an AMX
+    Xeon (README, Precision). Other CPUs stay in float32."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if training and cpu_supports_bf16():
+    if cpu_supports_bf16():
         return torch.bfloat16
     return None
 

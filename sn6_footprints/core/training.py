@@ -867,7 +867,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
             1, round(data.training_pixels / (options.tile_size_px ** 2 * options.batch_size)))
         validation = ValidationSet(data.regions)
         tiling = TilingOptions(options.tile_size_px, min(64, options.tile_size_px // 4), options.batch_size)
-        amp_dtype = autocast_dtype(device, training=True) if options.mixed_precision else None
+        amp_dtype = autocast_dtype(device) if options.mixed_precision else None
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         feedback.info(f"Device: {describe(device, amp_dtype)}; UNet11 width {model.width:g}, "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters; epochs {start_epoch + 1}–"

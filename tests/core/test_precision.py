@@ -13,8 +13,8 @@ from sn6_footprints.core.model import UNet11
 CPU = resolve_device("cpu")
 
 
-def test_auto_and_float32_run_in_float32_on_the_cpu():
-    assert resolve_precision(CPU, "auto") == (None, None)
+def test_auto_is_bfloat16_on_a_cpu_with_native_bf16_else_float32():
+    assert resolve_precision(CPU, "auto") == (torch.bfloat16 if cpu_supports_bf16() else None, None)
     assert resolve_precision(CPU, "float32") == (None, None)
     assert resolve_precision(CPU, "FLOAT32")[0] is None
 
@@ -59,7 +59,8 @@ def test_the_precision_asked_for_is_what_the_extraction_runs_and_logs(tmp_path):
 
     model = save_threshold_model(tmp_path / "threshold.pt")
     raster = write_raster(tmp_path / "r.tif", boxes_scene(96, 96, [(10, 10, 60, 70)]))
-    for precision, said in (("float32", "float32)"), ("bfloat16", "bfloat16 autocast"), ("auto", "float32)")):
+    auto = "bfloat16 autocast" if cpu_supports_bf16() else "float32)"
+    for precision, said in (("float32", "float32)"), ("bfloat16", "bfloat16 autocast"), ("auto", auto)):
         log = InfoLog()
         result = extract_footprints(raster, ExtractionOptions(model_path=str(model), precision=precision), log)
         device_line = next(line for line in log.lines if line.startswith("Device:"))
