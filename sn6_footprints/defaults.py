@@ -5,6 +5,8 @@ One place, standard library only: QGIS's process reads them here without importi
 """
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")  # the forward pass's arithmetic
+PROBABILITY_FORMATS = ("float32", "uint8")  # the optional probability raster's data types
 SCORING_VARIANTS = ("sn6", "solaris")  # the official SpaceNet 6 scorer; solaris's evaluator
 SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
 # New models' training masks shrink every footprint by this much (grow_m in the model's

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import finish
+from ..defaults import PRECISION_CHOICES, PROBABILITY_FORMATS
 from .input_arguments import add_input_arguments, input_options
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
@@ -38,12 +39,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--probability", metavar="PATH",
                    help="also write the blended building probability raster here (GeoTIFF .tif/.tiff, the model "
                         "grid, tiled, deflate); not an input nor the footprints output; written complete or not at all")
-    p.add_argument("--probability-format", choices=("float32", "uint8"), default="float32",
+    p.add_argument("--probability-format", choices=PROBABILITY_FORMATS, default="float32",
                    help="float32: probability 0-1, nodata -1 (default); uint8: round(p x 254), nodata 255 "
                         "(a quarter of the size; 0.5 is 127)")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="arithmetic of the model's forward pass (default auto: decided per device, the log says "
-                        "what ran); bfloat16/float16 run autocast on a CUDA GPU")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="arithmetic of the model's forward pass (default auto: bf16 autocast on CUDA GPUs and on CPUs "
+                        "with AMX/AVX512-BF16, else float32; the log says what ran); float32: probabilities that do "
+                        "not depend on the CPU; a precision the CPU only emulates runs slowly, with a warning")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..defaults import DEVICE_CHOICES  # noqa: F401 - re-exported here
+from ..defaults import DEVICE_CHOICES, PRECISION_CHOICES  # noqa: F401 - re-exported here
 
 
 class DeviceError(ValueError):
@@ -40,7 +40,6 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
-PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -20,7 +20,8 @@ from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputIsInputError, OutputWriteError, same_file
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor
-from .engine.probabilities import PROBABILITY_FORMATS, ProbabilityWriteError, predict_probabilities
+from ..defaults import PROBABILITY_FORMATS
+from .engine.probabilities import ProbabilityWriteError, predict_probabilities
 from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..defaults import PROBABILITY_FORMATS
 from ..output_safety import find_clash
 from .feedback import Feedback
 
@@ -29,7 +30,6 @@ MODEL_EXTENSIONS = (".pt", ".pth", ".model")
 HTML_EXTENSIONS = (".html", ".htm")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 MIN_TILE_PX = 64
-PROBABILITY_FORMATS = ("float32", "uint8")   # engine.probabilities.PROBABILITY_FORMATS (no numpy import here)
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 

@@ -18,7 +18,7 @@ from sn6_footprints.core.engine.tiling import TilingOptions, tile_starts
 from sn6_footprints.core.raster_windows import RasterError, RasterInfo
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
 from tests.conftest import REPO_ROOT
-from tests.helpers.feedback import InfoLog
+from tests.helpers.feedback import InfoLog, StopAfter
 from tests.helpers.models import boxes_scene, save_threshold_model, write_raster
 
 BOXES = [(5, 5, 25, 45), (60, 30, 130, 50), (100, 100, 104, 180), (140, 10, 190, 60)]
@@ -120,15 +120,6 @@ def test_cuda_without_a_gpu_is_refused():
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
-
-
-class StopAfter(Feedback):
-    def __init__(self, calls):
-        self.calls = calls
-
-    def is_cancelled(self):
-        self.calls -= 1
-        return self.calls < 0
 
 
 def test_cancel_stops_inference(tmp_path, model_path):

@@ -19,6 +19,7 @@ from sn6_footprints.core.validation import ValidationError, validate_extraction
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
 from tests.conftest import REPO_ROOT
 from tests.helpers.models import TRANSFORM, boxes_scene, save_threshold_model, write_raster
+from tests.helpers.feedback import StopAfter
 
 BOXES = [(5, 5, 25, 45), (60, 30, 130, 50), (140, 10, 190, 60)]
 
@@ -91,15 +92,6 @@ def test_precision_float32_runs_and_the_log_names_it(tmp_path, scene, model_path
     result = run(scene, model_path, log, precision="float32")
     assert len(result) == len(BOXES)
     assert any(line.startswith("Device:") for line in log.lines)
-
-
-class StopAfter(Feedback):
-    def __init__(self, calls):
-        self.calls = calls
-
-    def is_cancelled(self):
-        self.calls -= 1
-        return self.calls < 0
 
 
 def test_cancelled_run_leaves_no_probability_raster(tmp_path, scene, model_path):

@@ -16,3 +16,14 @@ class InfoLog(Feedback):
 
     def warning(self, message: str) -> None:
         self.warnings.append(message)
+
+
+class StopAfter(Feedback):
+    """Says 'cancelled' from its ``calls + 1``-th cancel check on: a Cancel pressed mid-run."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def is_cancelled(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0

@@ -133,7 +133,6 @@ def _likely_errno(path) -> int | None:
 
 FLOAT32_NODATA = -1.0  # outside 0-1, so no probability reads as nodata; finite, so every tool compares it
 UINT8_NODATA = 255     # 0-254 hold round(p * 254): 1.0 is 254 exactly and the default 0.5 threshold is 127
-PROBABILITY_FORMATS = ("float32", "uint8")
 
 
 def encode_probability(blended: np.ndarray, valid: np.ndarray, fmt: str) -> np.ndarray:
@@ -148,6 +147,17 @@ def _delivered_profile(profile: dict, fmt: str) -> dict:
     if fmt == "uint8":
         return {**profile, "dtype": "uint8", "nodata": UINT8_NODATA, "predictor": 2}
     return {**profile, "nodata": FLOAT32_NODATA}
+
+
+def _write_checked(dataset, path, rows: np.ndarray, window: Window, errors: _GdalErrors) -> None:
+    """Write rows of one band, raising :class:`ProbabilityWriteError` on any error GDAL reports."""
+    try:
+        with errors.watching():
+            dataset.write(rows[None], window=window)
+    except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
+        raise _write_failure(path, " ".join(errors.messages + [str(exc)])) from exc
+    if errors.messages:
+        raise _write_failure(path, " ".join(errors.messages))
 
 
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
@@ -213,22 +223,11 @@ def predict_probabilities(raster_path, probability_path, predictor: Predictor, s
                 final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else grid.height
                 n = final_bottom - buffer_top
                 blended = np.where(valid_any[:n], weighted[:n] / np.maximum(weights[:n], 1e-12), 0.0)
-                try:
-                    with errors.watching():
-                        out.write(blended.astype(np.float32)[None], window=Window(0, buffer_top, grid.width, n))
-                except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
-                    raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
-                if errors.messages:
-                    raise _write_failure(probability_path, " ".join(errors.messages))
+                rows_window = Window(0, buffer_top, grid.width, n)
+                _write_checked(out, probability_path, blended.astype(np.float32), rows_window, errors)
                 if delivered is not None:
-                    try:
-                        with errors.watching():
-                            delivered.write(encode_probability(blended, valid_any[:n], deliver_format)[None],
-                                            window=Window(0, buffer_top, grid.width, n))
-                    except Exception as exc:  # noqa: BLE001 - rasterio's CPLE_* errors are plain Exceptions
-                        raise _write_failure(deliver_path, " ".join(errors.messages + [str(exc)])) from exc
-                    if errors.messages:
-                        raise _write_failure(deliver_path, " ".join(errors.messages))
+                    _write_checked(delivered, deliver_path, encode_probability(blended, valid_any[:n], deliver_format),
+                                   rows_window, errors)
                 weighted, weights, valid_any = weighted[n:], weights[n:], valid_any[n:]
                 buffer_top = final_bottom
             completed = True
