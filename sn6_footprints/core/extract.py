@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -105,11 +106,10 @@ def _check_probability_output(raster_path, options: ExtractionOptions) -> None:
 
 def _partial_path(destination) -> str:
     """A new file beside the destination (same folder, so the final rename is atomic and never
-    crosses disks), hidden and named after it."""
+    crosses disks), hidden and named after it. GDAL creates it, so it gets the user's usual
+    permissions (umask), not mkstemp's owner-only ones."""
     folder, name = os.path.split(os.path.abspath(os.path.expanduser(str(destination))))
-    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial.tif", dir=folder)
-    os.close(fd)
-    return path
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.partial.tif")
 
 
 def _remove(path) -> None:

@@ -153,3 +153,14 @@ def test_a_direct_call_never_writes_over_the_input_nor_guesses_a_format(tmp_path
     with pytest.raises(ValueError, match="Probability format int16 is not known"):
         run(scene, model_path, probability_path=str(tmp_path / "p.tif"), probability_format="int16")
     assert scene.read_bytes() == before and not (tmp_path / "p.tif").exists() and leftovers(tmp_path) == []
+
+
+def test_the_probability_raster_gets_the_users_usual_permissions(tmp_path, scene, model_path):
+    import os
+    import stat
+
+    out = tmp_path / "p.tif"
+    run(scene, model_path, Feedback(), probability_path=str(out))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # as any file the user's tools create
