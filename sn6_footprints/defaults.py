@@ -12,3 +12,8 @@ SN6_MIN_AREA_M2 = 20.0  # 80 px at 0.5 m
 # New models' training masks shrink every footprint by this much (grow_m in the model's
 # settings): touching buildings then lie 2 x this apart, a gap a small model learns to leave.
 DEFAULT_LABEL_EROSION_M = 1.0
+# The extraction's presets: this plugin's engine, or the SpaceNet 6 baseline's inference step
+# by step (REFERENCE.md §3), so the official weights give the published baseline's polygons.
+DEFAULT_PRESET = "default"
+SN6_EXACT_PRESET = "sn6-exact"
+PRESETS = (DEFAULT_PRESET, SN6_EXACT_PRESET)

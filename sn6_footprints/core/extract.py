@@ -21,7 +21,7 @@ from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputIsInputError, OutputWriteError, same_file
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor
-from ..defaults import PROBABILITY_FORMATS
+from ..defaults import PROBABILITY_FORMATS, SN6_EXACT_PRESET
 from .engine.probabilities import ProbabilityWriteError, predict_probabilities
 from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
@@ -47,7 +47,7 @@ class ExtractionOptions:
     precision: str = "auto"            # auto, float32, bfloat16, float16 (auto: decided per device)
     probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
     probability_format: str = "float32"  # float32 (0-1, nodata -1) or uint8 (round(p*254), nodata 255)
-    preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step
+    preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step (PRESETS)
 
 
 @dataclass
@@ -156,13 +156,16 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             feedback.info(f"Rotate 180° is set to {'yes' if rotate_180 else 'no'}: that, not the look direction, "
                           "decides the rotation.")
     flip_average = settings.flip_average if options.flip_average is None else options.flip_average
+    exact = options.preset == SN6_EXACT_PRESET
+    if exact:  # the baseline's steps: no flip averaging, float32, its own tiling (logged by the preset)
+        flip_average = False
     device = resolve_device(options.device)
     feedback.info(f"Model: UNet11 width {settings.width:g}, bands {', '.join(settings.band_names)} — "
                   f"{describe_model(options.model_path, settings)}")
     feedback.info(f"PyTorch {torch_versions()}")
     predictor = Predictor(model, device, quarter_turns=turns,
                           flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None,
-                          precision=options.precision)
+                          precision="float32" if exact else options.precision)
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
                   f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
@@ -176,15 +179,22 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
         with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
             probability_path = os.path.join(scratch, "probability.tif")
             t0 = time.perf_counter()
-            grid = predict_probabilities(raster_path, probability_path, predictor, settings, plan, options.tiling,
-                                         SubFeedback(feedback, 0, 90), deliver_path=partial,
-                                         deliver_format=options.probability_format)
-            seconds["inference"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
-            geometries, attributes = vectorize_probabilities(probability_path, grid, vectorize,
-                                                             SubFeedback(feedback, 90, 100))
-            seconds["vectorize"] = time.perf_counter() - t0
+            if exact:
+                from .engine.sn6_exact import sn6_exact_footprints
+                geometries, attributes, stage_seconds = sn6_exact_footprints(
+                    raster_path, predictor, settings, plan, feedback, deliver_path=partial,
+                    deliver_format=options.probability_format)
+                seconds.update(stage_seconds)
+            else:
+                grid = predict_probabilities(raster_path, probability_path, predictor, settings, plan, options.tiling,
+                                             SubFeedback(feedback, 0, 90), deliver_path=partial,
+                                             deliver_format=options.probability_format)
+                seconds["inference"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
+                geometries, attributes = vectorize_probabilities(probability_path, grid, vectorize,
+                                                                 SubFeedback(feedback, 90, 100))
+                seconds["vectorize"] = time.perf_counter() - t0
         feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
         if partial is not None:  # complete: only now does it take the user's name
             os.replace(partial, os.path.expanduser(str(options.probability_path)))
