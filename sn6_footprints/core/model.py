@@ -4,7 +4,9 @@ Laid out exactly as the SpaceNet 6 baseline (REFERENCE.md §2) so that its 56-ke
 state_dict loads with ``strict=True``: the encoder is a ``Sequential`` and the aliases
 ``conv1`` ... ``conv5`` are registered as modules too, hence every encoder tensor appears
 twice in the state_dict. ``width`` scales every channel count (1 = the baseline); the
-bundled CPU model uses a fraction of it.
+bundled CPU model uses a fraction of it. ``out_channels`` is the number of logit maps: 1 for
+the baseline (its ``final`` is (1, 32, 1, 1)); an instance-aware model adds edge and contact
+channels after the footprint one (their names live in the checkpoint's metadata, not here).
 """
 from __future__ import annotations
 
@@ -67,15 +69,18 @@ def vgg11_features(in_channels: int, width: float = 1.0) -> nn.Sequential:
 
 
 class UNet11(nn.Module):
-    """U-Net with a VGG11 encoder; one output channel of raw logits.
+    """U-Net with a VGG11 encoder; ``out_channels`` maps of raw logits (1 by default).
 
     Height and width of the input must be multiples of 32.
     """
 
-    def __init__(self, in_channels: int = 4, width: float = 1.0):
+    def __init__(self, in_channels: int = 4, width: float = 1.0, out_channels: int = 1):
         super().__init__()
+        if out_channels < 1:
+            raise ValueError(f"UNet11 needs at least one output channel, not {out_channels}.")
         self.in_channels = in_channels
         self.width = width
+        self.out_channels = out_channels
         c = lambda n: scaled(n, width)  # noqa: E731 - reads like the diagram
         nf = c(BASE_NUM_FILTERS)
         self.pool = nn.MaxPool2d(2, 2)
@@ -89,7 +94,7 @@ class UNet11(nn.Module):
         self.dec3 = DecoderBlock(nf * 4 + c(256), nf * 8, nf * 2)
         self.dec2 = DecoderBlock(nf * 2 + c(128), nf * 4, nf)
         self.dec1 = ConvRelu(nf + c(64), nf)
-        self.final = nn.Conv2d(nf, 1, kernel_size=1)
+        self.final = nn.Conv2d(nf, out_channels, kernel_size=1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -17,6 +17,22 @@ SN6_NORMALISATION_STD = 31.875
 SN6_PIXEL_SIZE_M = 0.5
 SN6_THRESHOLD = 0.5
 
+# Output channels a model may have, by name. The first channel is always the footprint
+# probability ("building" for the SN6 baseline and the bundled model, "body" for an
+# instance-aware model), so a reader that takes channel 0 keeps working with every model.
+FOOTPRINT_OUTPUTS = ("building", "body")
+EDGE_OUTPUT = "edge"        # a band along each footprint's outline
+CONTACT_OUTPUT = "contact"  # the pixels between two touching footprints
+KNOWN_OUTPUTS = FOOTPRINT_OUTPUTS + (EDGE_OUTPUT, CONTACT_OUTPUT)
+# Watershed defaults for instance-aware models until a calibration sets them: a seed is a
+# confident core (well above the footprint threshold once edges and contacts are taken out);
+# a seed under 5 m² (20 px at 0.5 m) is more likely noise than a building of its own.
+DEFAULT_SEED_THRESHOLD = 0.7
+DEFAULT_MIN_SEED_AREA_M2 = 5.0
+
+
+_TUPLE_FIELDS = ("band_names", "mean", "std", "outputs")  # lists in the metadata, tuples here
+
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -42,6 +58,15 @@ class ModelSettings:
     rotate_180: bool = False
     look_direction: str = "north"
     input_scale: str = "sn6-intensity"
+    # Names of the model's output channels, in order (KNOWN_OUTPUTS); the first is the
+    # footprint. A checkpoint without the key is a one-channel model: ("building",).
+    outputs: tuple[str, ...] = ("building",)
+    # Marker-based watershed that splits touching buildings (postprocessing.instances), used
+    # only when the model has an edge or contact channel: seeds are the pixels where
+    # body * (1 - contact) * (1 - edge) exceeds seed_threshold, seed blobs under
+    # min_seed_area_m2 are dropped, and the seeds grow inside the footprint mask (threshold).
+    seed_threshold: float = DEFAULT_SEED_THRESHOLD
+    min_seed_area_m2: float = DEFAULT_MIN_SEED_AREA_M2
     description: str = "SpaceNet 6 baseline settings"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -49,9 +74,23 @@ class ModelSettings:
     def bands(self) -> int:
         return len(self.band_names)
 
+    @property
+    def out_channels(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def splits_instances(self) -> bool:
+        """Whether the model has channels that tell touching buildings apart (edge, contact),
+        so extraction should run the watershed rather than a plain threshold."""
+        return EDGE_OUTPUT in self.outputs or CONTACT_OUTPUT in self.outputs
+
+    def output_index(self, name: str) -> int | None:
+        """The channel of output ``name``, or None when the model does not have it."""
+        return self.outputs.index(name) if name in self.outputs else None
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("band_names", "mean", "std"):
+        for key in _TUPLE_FIELDS:
             data[key] = list(data[key])
         return data
 
@@ -61,9 +100,10 @@ class ModelSettings:
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = dict(kwargs.pop("extra", {}) or {})
         extra.update({k: v for k, v in data.items() if k not in known})
-        for key in ("band_names", "mean", "std"):
+        for key in _TUPLE_FIELDS:
             if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
+                value = kwargs[key]
+                kwargs[key] = (value,) if isinstance(value, str) else tuple(value)
         return cls(**kwargs, extra=extra)
 
     def with_bands(self, bands: int) -> "ModelSettings":

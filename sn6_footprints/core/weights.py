@@ -4,6 +4,11 @@ Accepted: the bare SN6 baseline state_dict (legacy or zip serialisation), the sa
 ``module.`` prefix (saved from DataParallel), ``{"state_dict": ...}`` wrappers, and this
 project's own format ``{"format": ..., "state_dict": ..., "metadata": {...}}``. Files are
 read with ``weights_only=True``: a checkpoint can never run code.
+
+The model's output channels are named by the metadata's ``outputs`` (``ModelSettings``); a
+file without it has the one "building" channel. A file whose final layer has several channels
+but no metadata is refused rather than guessed at: the channel order (body, edge, contact or
+another) is not in the tensors, and a wrong guess would split or merge buildings silently.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .model import UNet11
-from .settings import ModelSettings
+from .settings import FOOTPRINT_OUTPUTS, KNOWN_OUTPUTS, ModelSettings
 
 CHECKPOINT_FORMAT = "sn6_footprints/1"
 VGG11_FIRST_WIDTH = 64
@@ -140,7 +145,19 @@ def settings_from_state(state: dict, metadata: dict | None) -> ModelSettings:
     first = state.get("encoder.0.weight")
     if first is not None and first.ndim == 4:
         settings = replace(settings, width=first.shape[0] / VGG11_FIRST_WIDTH).with_bands(first.shape[1])
+    channels = final_channels(state)
+    if channels not in (None, settings.out_channels):
+        raise WeightsError(
+            f"The checkpoint's final layer has {channels} output channels but the file has no metadata naming "
+            "them (which is the footprint, which the edge or contact). Save it with save_model and "
+            f"ModelSettings(outputs=...), e.g. outputs=('body', 'edge', 'contact'), or use a one-channel model.")
     return settings
+
+
+def final_channels(state: dict) -> int | None:
+    """The number of output channels of a state_dict's final 1x1 convolution (None if absent)."""
+    final = state.get("final.weight")
+    return int(final.shape[0]) if final is not None and final.ndim == 4 else None
 
 
 def _number(value) -> float | None:
@@ -175,10 +192,29 @@ def settings_problem(settings: ModelSettings) -> str | None:
     pixel = _number(settings.pixel_size_m)
     if pixel is None or pixel <= 0:
         return f"pixel size {settings.pixel_size_m!r} m must be above 0"
-    for key in ("min_area_m2", "grow_m"):
+    for key in ("min_area_m2", "grow_m", "min_seed_area_m2"):
         value = _number(getattr(settings, key))
         if value is None or value < 0:
             return f"{key} {getattr(settings, key)!r} must be 0 or more"
+    return outputs_problem(settings)
+
+
+def outputs_problem(settings: ModelSettings) -> str | None:
+    """What is wrong with the output names and the watershed parameters, or None."""
+    outputs = settings.outputs
+    if not outputs or not all(isinstance(name, str) for name in outputs):
+        return f"its outputs {outputs!r} must name at least one channel"
+    if outputs[0] not in FOOTPRINT_OUTPUTS:
+        return (f"its first output is {outputs[0]!r}; the first channel must be the footprint "
+                f"({' or '.join(FOOTPRINT_OUTPUTS)})")
+    unknown = [name for name in outputs if name not in KNOWN_OUTPUTS]
+    if unknown:
+        return f"output(s) {', '.join(map(repr, unknown))} are unknown (known: {', '.join(KNOWN_OUTPUTS)})"
+    if len(set(outputs)) != len(outputs) or sum(name in FOOTPRINT_OUTPUTS for name in outputs) > 1:
+        return f"its outputs {', '.join(outputs)} name a channel twice"
+    seed = _number(settings.seed_threshold)
+    if seed is None or not 0 < seed < 1:
+        return f"seed threshold {settings.seed_threshold!r} must be above 0 and below 1"
     return None
 
 
@@ -197,7 +233,19 @@ def inspect_model(path: str | os.PathLike) -> ModelSettings:
     state, metadata = _unwrap(_read(path, lazy=True))
     settings = settings_from_state(state, metadata)
     check_settings(settings, path.name)
+    check_outputs(state, settings, path.name)
     return settings
+
+
+def check_outputs(state: dict, settings: ModelSettings, name: str) -> None:
+    """Refuse metadata that names more or fewer outputs than the final layer has: the
+    shape-mismatch report would say the same less plainly."""
+    channels = final_channels(state)
+    if channels is not None and channels != settings.out_channels:
+        raise WeightsError(
+            f"{name} cannot be used: its metadata names {settings.out_channels} output(s) "
+            f"({', '.join(settings.outputs)}) but its final layer has {channels} channel(s). Fix the "
+            "metadata's outputs (re-save it with save_model) or choose another model.")
 
 
 def load_model(path: str | os.PathLike) -> tuple[UNet11, ModelSettings]:
@@ -206,11 +254,13 @@ def load_model(path: str | os.PathLike) -> tuple[UNet11, ModelSettings]:
     state, metadata = _unwrap(_read(path))
     settings = settings_from_state(state, metadata)
     check_settings(settings, path.name)
-    model = UNet11(in_channels=settings.bands, width=settings.width)
+    check_outputs(state, settings, path.name)
+    model = UNet11(in_channels=settings.bands, width=settings.width, out_channels=settings.out_channels)
     report = _describe_mismatch(model, state)
     if report:
         raise WeightsError(
-            f"{path.name} does not match UNet11 (width {settings.width:g}, {settings.bands} bands): "
+            f"{path.name} does not match UNet11 (width {settings.width:g}, {settings.bands} bands, "
+            f"{settings.out_channels} output(s)): "
             f"{report}. Use a TernausNet UNet11 checkpoint such as the SN6 baseline weights or one "
             "written by 'Train footprint model'.")
     model.load_state_dict(state, strict=True)
@@ -219,6 +269,11 @@ def load_model(path: str | os.PathLike) -> tuple[UNet11, ModelSettings]:
 
 def save_model(path: str | os.PathLike, model: UNet11, settings: ModelSettings) -> Path:
     """Write a checkpoint with metadata, atomically (never a half-written file)."""
+    channels = getattr(model, "out_channels", 1)
+    if channels != settings.out_channels:
+        raise WeightsError(f"The model has {channels} output channel(s) but its settings name "
+                           f"{settings.out_channels} ({', '.join(settings.outputs)}): give ModelSettings the "
+                           "model's outputs before saving.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT,

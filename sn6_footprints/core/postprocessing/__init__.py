@@ -1,0 +1,1 @@
+"""Turning a model's probability maps into building instances, apart from vectorising."""

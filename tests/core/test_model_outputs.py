@@ -1,0 +1,137 @@
+"""Output channels: an instance-aware UNet11 (body, edge, contact) saves and loads with its
+metadata, while the bare SN6 file and the bundled model load and run exactly as before."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from sn6_footprints.core.bundled import bundled_model_path
+from sn6_footprints.core.model import UNet11
+from sn6_footprints.core.settings import ModelSettings
+from sn6_footprints.core.weights import WeightsError, inspect_model, load_model, save_model
+from tests.core.test_model_and_weights import sn6_baseline_state_dict
+
+INSTANCE_OUTPUTS = ("body", "edge", "contact")
+
+
+def probe(height: int = 64, width: int = 96) -> torch.Tensor:
+    """A fixed, non-trivial normalised input (no random generator: the same on every machine)."""
+    return torch.sin(torch.linspace(-2, 2, 4 * height * width).reshape(1, 4, height, width) * 7.0) * 2.0
+
+
+def instance_settings(**changes) -> ModelSettings:
+    return replace(ModelSettings(width=0.125, outputs=INSTANCE_OUTPUTS, seed_threshold=0.65, min_seed_area_m2=3.0,
+                                 description="tiny instance model"), **changes)
+
+
+def test_extra_output_channels_widen_only_the_final_layer():
+    default, three = UNet11(width=0.25), UNet11(width=0.25, out_channels=3)
+    assert default.final.weight.shape == (1, 8, 1, 1) and three.final.weight.shape == (3, 8, 1, 1)
+    assert default.state_dict().keys() == three.state_dict().keys() and len(default.state_dict()) == 56
+    with torch.no_grad():
+        assert three(torch.zeros(1, 4, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_multi_output_checkpoint_round_trips_with_its_metadata(tmp_path):
+    torch.manual_seed(3)
+    model = UNet11(width=0.125, out_channels=3).eval()
+    settings = instance_settings()
+    path = save_model(tmp_path / "instances.pt", model, settings)
+    loaded, loaded_settings = load_model(path)
+    assert loaded_settings == settings == inspect_model(path)
+    assert loaded_settings.outputs == INSTANCE_OUTPUTS and loaded_settings.splits_instances
+    assert (loaded_settings.seed_threshold, loaded_settings.min_seed_area_m2) == (0.65, 3.0)
+    assert loaded.out_channels == 3 and loaded_settings.output_index("contact") == 2
+    with torch.no_grad():
+        assert torch.equal(loaded(probe()), model(probe()))
+    metadata = torch.load(path, weights_only=True)["metadata"]
+    assert metadata["outputs"] == list(INSTANCE_OUTPUTS) and metadata["seed_threshold"] == 0.65
+
+
+def test_a_checkpoint_saved_before_outputs_existed_loads_as_one_building_channel(tmp_path):
+    model = UNet11(width=0.125)
+    save_model(tmp_path / "new.pt", model, ModelSettings(width=0.125, threshold=0.6))
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    for key in ("outputs", "seed_threshold", "min_seed_area_m2"):
+        del payload["metadata"][key]
+    torch.save(payload, tmp_path / "old.pt")
+    _, settings = load_model(tmp_path / "old.pt")
+    assert settings.outputs == ("building",) and not settings.splits_instances and settings.threshold == 0.6
+    assert "outputs" not in settings.extra
+
+
+def test_several_channels_without_metadata_are_refused_not_guessed(tmp_path):
+    state = UNet11(width=0.125, out_channels=3).state_dict()
+    torch.save(state, tmp_path / "bare3.pt")
+    for read in (load_model, inspect_model):
+        with pytest.raises(WeightsError, match="final layer has 3 output channels but the file has no metadata"):
+            read(tmp_path / "bare3.pt")
+
+
+def test_metadata_naming_more_outputs_than_the_final_layer_has_is_refused(tmp_path):
+    save_model(tmp_path / "one.pt", UNet11(width=0.125), ModelSettings(width=0.125))
+    payload = torch.load(tmp_path / "one.pt", weights_only=True)
+    payload["metadata"]["outputs"] = list(INSTANCE_OUTPUTS)
+    torch.save(payload, tmp_path / "lying.pt")
+    with pytest.raises(WeightsError, match=r"names 3 output\(s\) \(body, edge, contact\) but its final layer has 1"):
+        load_model(tmp_path / "lying.pt")
+    with pytest.raises(WeightsError, match="give ModelSettings the model's outputs"):
+        save_model(tmp_path / "x.pt", UNet11(width=0.125), instance_settings())
+
+
+@pytest.mark.parametrize("outputs, problem", [
+    (("edge", "body"), "first output is 'edge'"),
+    (("body", "roof"), "'roof' are unknown"),
+    (("body", "edge", "edge"), "name a channel twice"),
+    (("building", "body"), "name a channel twice"),
+    ((), "must name at least one channel"),
+])
+def test_unusable_output_names_are_refused_with_the_reason(tmp_path, outputs, problem):
+    model = UNet11(width=0.125, out_channels=max(1, len(outputs)))
+    save_model(tmp_path / "m.pt", model, instance_settings(outputs=outputs or ("body",)))
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["metadata"]["outputs"] = list(outputs)
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(WeightsError, match=problem):
+        load_model(tmp_path / "m.pt")
+
+
+def test_seed_threshold_outside_zero_one_is_refused(tmp_path):
+    save_model(tmp_path / "m.pt", UNet11(width=0.125, out_channels=3), instance_settings(seed_threshold=1.5))
+    with pytest.raises(WeightsError, match="seed threshold 1.5 must be above 0 and below 1"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_bare_sn6_state_dict_loads_as_one_building_channel_with_unchanged_logits(tmp_path):
+    state = sn6_baseline_state_dict()
+    torch.save(state, tmp_path / "best_epoch19.model", _use_new_zipfile_serialization=False)
+    model, settings = load_model(tmp_path / "best_epoch19.model")
+    assert settings.outputs == ("building",) and model.out_channels == 1
+    reference = UNet11()
+    reference.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(model(probe(32, 32)), reference.eval()(probe(32, 32)))
+
+
+# The bundled model's logits on probe(), computed with UNet11 as it was before output channels
+# existed (git show f6920e2:sn6_footprints/core/model.py, float32 on the CPU).
+BUNDLED_PROBE_MEAN, BUNDLED_PROBE_STD = -16.56902503967285, 4.703820705413818
+BUNDLED_PROBE_PIXELS = {(0, 0): -4.084510326385498, (31, 47): -23.00702476501465, (63, 95): -3.7593021392822266}
+
+
+def test_bundled_model_loads_as_one_building_channel_and_gives_the_logits_it_gave_before():
+    model, settings = load_model(bundled_model_path())
+    assert settings.outputs == ("building",) and not settings.splits_instances and model.out_channels == 1
+    state = torch.load(bundled_model_path(), weights_only=True)["state_dict"]
+    reference = UNet11(width=settings.width)
+    reference.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        logits = model(probe())
+        assert torch.equal(logits, reference.eval()(probe()))
+    assert logits.shape == (1, 1, 64, 96)
+    assert logits.mean().item() == pytest.approx(BUNDLED_PROBE_MEAN, rel=1e-4)
+    assert logits.std().item() == pytest.approx(BUNDLED_PROBE_STD, rel=1e-4)
+    for (row, col), value in BUNDLED_PROBE_PIXELS.items():
+        assert logits[0, 0, row, col].item() == pytest.approx(value, rel=1e-4, abs=1e-4)
