@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import finish
-from ..defaults import PRECISION_CHOICES, PROBABILITY_FORMATS
+from ..defaults import DEFAULT_PRESET, PRECISION_CHOICES, PRESETS, PROBABILITY_FORMATS
 from .input_arguments import add_input_arguments, input_options
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
@@ -46,6 +46,13 @@ def add_parser(subparsers) -> None:
                    help="arithmetic of the model's forward pass (default auto: bf16 autocast on CUDA GPUs and on CPUs "
                         "with AMX/AVX512-BF16, else float32; the log says what ran); float32: probabilities that do "
                         "not depend on the CPU; a precision the CPU only emulates runs slowly, with a warning")
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
+                   help="default: this plugin's engine, with the options above; sn6-exact: the SpaceNet 6 baseline's "
+                        "inference step by step (512 px windows stepped by 512, the last snapped to the edge, no "
+                        "padding; logits averaged, logit > 0; 4-connected blobs under 80 px removed; polygons "
+                        "buffer(0), simplified by 0.5 px; confidence 1), so the official weights give the published "
+                        "baseline's polygons; it ignores --tile-size, --overlap, --threshold, --min-area, --simplify, "
+                        "--flip-average and --precision (float32), and needs a raster of 512 x 512 px or more")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
@@ -59,7 +66,8 @@ def run(args) -> int:
         args.raster, args.output, model=args.model, truth=args.truth, threshold=args.threshold,
         min_area_m2=args.min_area, simplify=args.simplify, tile_size_px=args.tile_size, overlap_px=args.overlap,
         batch_size=args.batch_size, input_options=input_options(args), probability=args.probability,
-        probability_format=args.probability_format, precision=args.precision, feedback=args.feedback)
+        probability_format=args.probability_format, precision=args.precision, preset=args.preset,
+        feedback=args.feedback)
     from ..core.extract import ExtractionOptions, extract_footprints, score_extraction
     from ..core.engine.tiling import TilingOptions
     from ..core.truth import read_extraction_truth, scored_truth_message
@@ -73,7 +81,7 @@ def run(args) -> int:
         threshold=args.threshold, min_area_m2=args.min_area, simplify_m=args.simplify,
         rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args),
         precision=args.precision, probability_path=args.probability or None,
-        probability_format=args.probability_format)
+        probability_format=args.probability_format, preset=args.preset)
     result = extract_footprints(args.raster, options, args.feedback, input_plan=plan.input_plan)
     write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import PROBABILITY_FORMATS
+from ..defaults import DEFAULT_PRESET, PRESETS, PROBABILITY_FORMATS, SN6_EXACT_PRESET
 from ..output_safety import find_clash
 from .feedback import Feedback
 
@@ -31,6 +31,7 @@ HTML_EXTENSIONS = (".html", ".htm")
 RASTER_EXTENSIONS = (".tif", ".tiff")
 MIN_TILE_PX = 64
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+SN6_WINDOW_PX = 512  # the SpaceNet 6 baseline's window, never padded (the sn6-exact preset)
 
 
 class ValidationError(ValueError):
@@ -94,6 +95,16 @@ def check_tiling(tile_size_px: int, overlap_px: int, batch_size: int, feedback: 
     if overlap_px > tile // 2 and feedback is not None:
         feedback.warning(f"Tile overlap {overlap_px} px is more than half the {tile} px tile; "
                          f"{tile // 2} px is used.")
+
+
+def check_sn6_exact_size(width: int, height: int, name: str, raster_grid: bool = True) -> None:
+    """The sn6-exact preset cuts 512 px windows and never pads, so the grid must hold one."""
+    if width < SN6_WINDOW_PX or height < SN6_WINDOW_PX:
+        grid = "" if raster_grid else " on the model's grid"
+        raise ValidationError(f"{name} is {width} x {height} px{grid}: the preset SpaceNet 6 baseline (exact) needs "
+                              f"at least {SN6_WINDOW_PX} x {SN6_WINDOW_PX} px (its windows are {SN6_WINDOW_PX} px and "
+                              "never padded); use the default preset (--preset default, 'This plugin's engine'), "
+                              "which pads small rasters.")
 
 
 # ---------------------------------------------------------------- paths
@@ -240,10 +251,11 @@ class ExtractionPlan:
 
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
                         simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4, input_options=None,
-                        probability=None, probability_format="float32", precision="auto",
+                        probability=None, probability_format="float32", precision="auto", preset=DEFAULT_PRESET,
                         feedback: Feedback | None = None) -> ExtractionPlan:
     """Everything ``extract`` needs, checked before the model loads (the checks that need
-    torch, of the model file, last); ``probability``: the optional probability raster output."""
+    torch, of the model file, last); ``probability``: the optional probability raster output;
+    ``preset``: one of ``defaults.PRESETS`` (sn6-exact needs a grid of 512 x 512 px or more)."""
     from dataclasses import replace
 
     check_threshold(threshold)
@@ -261,12 +273,17 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
                               f"{', '.join(PROBABILITY_FORMATS)}.")
     if precision not in PRECISIONS:
         raise ValidationError(f"Precision {precision} is not known; use one of {', '.join(PRECISIONS)}.")
+    if preset not in PRESETS:
+        raise ValidationError(f"Preset {preset} is not known; use one of {', '.join(PRESETS)}.")
     if probability is not None and str(probability) != "":
         if output is not None:  # first: 'the same file' says more than 'a vector extension'
             check_outputs_distinct({"footprints output": output, "probability raster": probability})
         check_output(probability, "probability raster", RASTER_EXTENSIONS, inputs)
     settings = check_model(model)
     input_plan = check_input_plan(raster, settings, input_options)
+    if preset == SN6_EXACT_PRESET:
+        check_sn6_exact_size(input_plan.grid.width, input_plan.grid.height, input_plan.raster_name,
+                             input_plan.reads_as_is)
     if threshold is not None:
         settings = replace(settings, threshold=float(threshold))
     return ExtractionPlan(info, settings, input_plan)

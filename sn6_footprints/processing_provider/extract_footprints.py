@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
-from ..defaults import PRECISION_CHOICES as PRECISIONS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2
+from ..defaults import PRECISION_CHOICES as PRECISIONS, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
@@ -31,6 +31,7 @@ PROBABILITY_FORMAT_CHOICES = ("Float32: probability 0–1, nodata -1", "Byte: ro
 PROBABILITY_STYLES = {"float32": "probability.qml", "uint8": "probability_uint8.qml"}
 PRECISION_CHOICES = ("Auto (bfloat16 on CUDA and on CPUs with native bf16, else float32)", "float32",
                      "bfloat16", "float16")
+PRESET_CHOICES = ("This plugin's engine (default)", "SpaceNet 6 baseline (exact)")  # defaults.PRESETS, in order
 
 HELP = "\n".join([
     """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -52,6 +53,7 @@ HELP = "\n".join([
 <b>Rotate 180°</b>: the SpaceNet 6 orientation flag: rotate the scene before inference when its look direction is opposite to the model's (SN6: strips with flag 1 in SAR_orientations.txt). Default Auto: rotate when the raster's LOOK_DIRECTION metadata tag (written by the simulator) is opposite to the model's look direction, else the model's setting.
 <b>Building probability</b> (optional raster output, off by default): the blended probability of every pixel on the model's grid, the very values the footprints are traced from (GeoTIFF, tiled, deflate; written complete or not at all). <b>Probability raster format</b>: Float32 (0–1, nodata -1) or Byte (round(p × 254), nodata 255: a quarter of the size, 0.5 is 127). Nodata: pixels without valid input. Styled with a colour ramp on loading.
 <b>Precision</b> (default Auto): the arithmetic of the model's forward pass. Auto: bfloat16 autocast on CUDA GPUs that support it (else float16) and on CPUs with AMX or AVX512-BF16 (about 1.8× faster, held-out F1 within 0.002), else float32; the log's Device line says what ran. float32: probabilities that do not depend on the machine. A precision the CPU only emulates runs slowly, with a warning; bfloat16 on a GPU without it is refused.
+<b>Preset</b> (default: this plugin's engine): SpaceNet 6 baseline (exact) runs the baseline's inference step by step, so the official baseline weights give the published baseline's polygons: 512 px windows stepped by 512 (the last snapped to the raster's edge, no padding), logits averaged where windows overlap, building where the logit is above 0, 4-connected blobs under 80 px removed, polygons buffered by 0 and simplified by 0.5 px, confidence 1. It ignores tile size, overlap, threshold, minimum area, simplification, flipped-copy averaging and precision (float32), keeps Rotate 180° and the input options, and needs a raster of at least 512 × 512 px.
 <b>Average with a flipped copy</b>: test-time augmentation; every tile is also predicted flipped along the look direction (a flip that keeps layover on its side) and the two probabilities are averaged. Twice the compute; on the bundled model's calibration scenes it raises F1 from 0.790 to 0.813. Default: the model's setting (on for the bundled model, off for the SN6 baseline).
 
 Output attributes: id, area_m2 (m²), confidence (mean building probability inside the polygon). The layer is named after the input, e.g. "Building footprints (scene)".
@@ -81,6 +83,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     RESAMPLING = input_parameters.RESAMPLING
     PROBABILITY_FORMAT = "PROBABILITY_FORMAT"
     INFERENCE_PRECISION = "INFERENCE_PRECISION"  # PRECISION is the score output
+    PRESET = "PRESET"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     BUILDING_COUNT = "BUILDING_COUNT"
@@ -129,6 +132,8 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                                        optional=True),  # optional: models saved before it still validate
             QgsProcessingParameterEnum(self.INFERENCE_PRECISION, self.tr("Precision"),
                                        options=list(PRECISION_CHOICES), defaultValue=0, optional=True),
+            QgsProcessingParameterEnum(self.PRESET, self.tr("Preset"), options=list(PRESET_CHOICES), defaultValue=0,
+                                       optional=True),  # optional: models saved before it still validate
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -215,6 +220,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--probability-format",
              PROBABILITY_FORMATS[self.parameterAsEnum(parameters, self.PROBABILITY_FORMAT, context)]),
             ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.INFERENCE_PRECISION, context)]),
+            ("--preset", PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]),
         ]) + input_arguments(self, parameters, context)
 
     def _probability_path(self, parameters, context) -> str | None:
