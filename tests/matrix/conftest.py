@@ -4,7 +4,8 @@ subprocess, the real worker and real QGIS Processing.
 - ``snapshot(paths)`` records the bytes and mtime of files (and the listing of folders);
   ``assert_untouched(snap)`` fails naming every one that changed, appeared or vanished.
 - ``cli(*args, env=None, tmpdir=None, timeout=120)`` runs ``python -m sn6_footprints ...``
-  and returns ``(code, stdout, stderr)``.
+  and returns ``(code, stdout, stderr)``; ``run_cli_batch({id: argv}, folder)`` runs many
+  argvs through the CLI's ``main`` in one child process (tables of refusals).
 - ``run_alg(alg, params, feedback=None)`` is ``processing.run`` with the plugin loaded and
   its worker running in this checkout's environment (``plugin`` fixture of tests/qgis).
 - ``scratch_folders()`` lists the worker's ``sn6-footprints-*`` folders under Processing's
@@ -15,6 +16,7 @@ subprocess, the real worker and real QGIS Processing.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +84,51 @@ def run_cli(*args, env: dict | None = None, tmpdir=None, timeout: float = 120, *
         [sys.executable, "-m", "sn6_footprints", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
         env=cli_environ(tmpdir, env), timeout=timeout, stdin=subprocess.DEVNULL, check=False, **popen)
     return completed.returncode, completed.stdout, completed.stderr
+
+
+# Runs many CLI invocations in one fresh interpreter: each is the real ``main(argv)`` with its
+# own fds 1 and 2 (so output of C libraries is caught too) and fresh warning registries, as a
+# process of its own would have; the interpreter's start and the imports happen once.
+BATCH_CHILD = """
+import contextlib, json, os, sys, warnings
+from sn6_footprints.cli import main
+
+cases = json.load(open(sys.argv[1]))
+results = {}
+for case_id, argv, out_path, err_path in cases:
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                try:
+                    code = main(argv)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+    results[case_id] = code
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def run_cli_batch(cases: dict, folder: Path, timeout: float = 600) -> dict:
+    """``{id: argv}`` -> ``{id: (exit code, stdout, stderr)}``: every argv through the CLI's
+    ``main`` in one child process (``folder`` keeps the captured streams)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = [[case_id, [str(a) for a in argv], str(folder / f"{i}.out"), str(folder / f"{i}.err")]
+               for i, (case_id, argv) in enumerate(cases.items())]
+    (folder / "cases.json").write_text(json.dumps(listing))
+    completed = subprocess.run(  # a fixed interpreter, list arguments, no shell
+        [sys.executable, "-c", BATCH_CHILD, str(folder / "cases.json"), str(folder / "codes.json")], cwd=REPO_ROOT,
+        capture_output=True, text=True, env=cli_environ(), timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    codes = json.loads((folder / "codes.json").read_text())
+    return {case_id: (codes[case_id], Path(out).read_text(errors="replace"), Path(err).read_text(errors="replace"))
+            for case_id, _argv, out, err in listing}
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ written and no input changes. Issue 12's input plan is covered too: band orders,
 named by the band descriptions, Auto input scale, pixel sizes and look directions, each on a tiny
 raster that holds the problem, with the setting the message names shown to work.
 
+The CLI table runs through the CLI's ``main`` in one child process (tests/matrix/conftest.py,
+``run_cli_batch``: each case with its own stdout and stderr); the entry point itself, ``python
+-m sn6_footprints``, is run as a process of its own by the positive controls, the events and
+ANSI cases and the unexpected-error cases below.
+
 "Before the model loads" is observed through the log: the extraction logs its ``Model: UNet11
 ...`` line right after loading the model and before the first tile, so a refusal that came
 later would show it (the positive controls below prove that the line is there on a valid run).
@@ -350,12 +355,37 @@ def _files_under(folder: Path) -> list[Path]:
     return [folder, *sorted(p for p in folder.rglob("*") if not p.is_symlink())]
 
 
-@pytest.mark.parametrize("template, fragment", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
-def test_cli_refuses_before_any_work(cli, tmp_path, scene, truth, model, template, fragment):
-    argv = _fill(template, tmp_path, scene, truth, model)
-    outputs = [p for p in _outputs(argv) if not p.exists()]  # new files the run must not make
-    before = take_snapshot(_files_under(tmp_path) + [model])
-    code, stdout, stderr = cli(*argv)
+@pytest.fixture(scope="module")
+def cli_refusals(tmp_path_factory, model):
+    """Every CLI case in a folder of its own (scene.tif, truth.gpkg, the bad inputs it names),
+    run through the CLI's ``main`` in one child process: ``{id: (argv, outputs, snapshot, result)}``
+    or ``{id: skip reason}``. The snapshot is taken before the child starts."""
+    from sn6_footprints.core.vector_io import write_footprints
+    from tests.matrix.conftest import box_polygons, run_cli_batch
+
+    prepared, skipped = {}, {}
+    for case_id, template, _fragment in CLI_CASES:
+        folder = tmp_path_factory.mktemp(f"cli-{case_id}")
+        scene = write_raster(folder / "scene.tif", boxes_scene(SCENE_SIZE, SCENE_SIZE, BOXES))
+        truth = write_footprints(folder / "truth.gpkg", box_polygons(), {"id": list(range(1, len(BOXES) + 1))},
+                                 "EPSG:32631", layer_name="truth")
+        try:
+            argv = _fill(template, folder, scene, Path(truth), model)
+        except pytest.skip.Exception as exc:
+            skipped[case_id] = str(exc)
+            continue
+        outputs = [p for p in _outputs(argv) if not p.exists()]  # new files the run must not make
+        prepared[case_id] = (argv, outputs, take_snapshot(_files_under(folder) + [model]))
+    results = run_cli_batch({case_id: argv for case_id, (argv, *_rest) in prepared.items()},
+                            tmp_path_factory.mktemp("cli-batch"))
+    return {**skipped, **{case_id: (*entry, results[case_id]) for case_id, entry in prepared.items()}}
+
+
+@pytest.mark.parametrize("case_id, fragment", [(c[0], c[2]) for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_refuses_before_any_work(cli_refusals, case_id, fragment):
+    if isinstance(cli_refusals[case_id], str):
+        pytest.skip(cli_refusals[case_id])
+    argv, outputs, before, (code, stdout, stderr) = cli_refusals[case_id]
     lines = stderr.strip().splitlines()
     assert code == 2, stderr
     assert lines and lines[-1].startswith("error: "), stderr
@@ -596,6 +626,9 @@ def test_validation_tile_multiple_is_the_models():
 
 
 # ---------------------------------------------------------------- qgis_process (a subset)
+# One case per source of a refusal (a parameter's value, the raster's input plan, the model
+# file); every message is also asserted through the CLI and processing.run above, and each
+# qgis_process start costs seconds.
 
 @pytest.fixture(scope="module")
 def plugins_dir(tmp_path_factory):
@@ -605,10 +638,7 @@ def plugins_dir(tmp_path_factory):
 
 QGIS_PROCESS_CASES = [
     ("threshold-nan", ["THRESHOLD=nan"], "Probability threshold nan must be"),
-    ("tile-500", ["TILE_SIZE=500"], "use 512"),
-    ("raster-truncated", ["INPUT={make:truncated.tif}"], "truncated.tif is not a readable raster"),
     ("model-random-bytes", ["MODEL={make:random.pt}"], "could not be read as a PyTorch checkpoint"),
-    ("band-order-count", ["BAND_ORDER=1,2"], ("Band order 1,2 names 2 band(s); the model takes 4",)),
     ("raster-dual-pol", ["INPUT={make:dual_pol_hh_vv.tif}"],
      ("HV, VH missing", "set Band order (--band-order)")),
 ]

@@ -133,23 +133,34 @@ def test_saved_model_chains_extraction_with_a_native_algorithm(plugin, threshold
     assert areas[0] > 30 * 30 * 0.25  # buffered by 1 m: bigger than the 30 x 30 px box
 
 
-@pytest.mark.parametrize("scale", ["db", "complex"])
-def test_qgis_process_reads_db_and_complex_scenes_and_logs_the_decisions(installed_plugins, tmp_path, scale):
-    """A simulated scene written as dB or single-look complex, east-looking and stored south-up,
-    through qgis_process with the bundled model: Auto's decisions are in the log and the buildings
-    are found (the same scene on the SN6 scale gives the same count)."""
+@pytest.fixture(scope="module")
+def east_south_up_runs(installed_plugins, tmp_path_factory):
+    """One simulated scene, east-looking and stored south-up, written on the SN6 scale, as dB and
+    as single-look complex, each through qgis_process with the bundled model (the SN6 run is the
+    reference both other scales are compared with, so it runs once): scale -> (count, log)."""
     from sn6_footprints.core.simulation import simulate_scene
 
-    counts = {}
-    for written in ("sn6", scale):
-        raster = tmp_path / f"{written}.tif"
+    folder = tmp_path_factory.mktemp("scales")
+    runs = {}
+    for written in ("sn6", "db", "complex"):
+        raster = folder / f"{written}.tif"
         simulate_scene(raster, None, width_px=512, height_px=512, seed=20105, scale=written,
                        look_direction="east", storage="south-up")
         completed = qgis_process(installed_plugins, "--json", "run", "sn6_footprints:extract_footprints", "--",
-                                 f"INPUT={raster}", f"OUTPUT={tmp_path / (written + '.gpkg')}")
+                                 f"INPUT={raster}", f"OUTPUT={folder / (written + '.gpkg')}")
         assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
-        counts[written] = json.loads(completed.stdout[completed.stdout.index("{"):])["results"]["BUILDING_COUNT"]
-    log = completed.stdout + completed.stderr
+        count = json.loads(completed.stdout[completed.stdout.index("{"):])["results"]["BUILDING_COUNT"]
+        runs[written] = (count, completed.stdout + completed.stderr)
+    return runs
+
+
+@pytest.mark.parametrize("scale", ["db", "complex"])
+def test_qgis_process_reads_db_and_complex_scenes_and_logs_the_decisions(east_south_up_runs, scale):
+    """A simulated scene written as dB or single-look complex, east-looking and stored south-up,
+    through qgis_process with the bundled model: Auto's decisions are in the log and the buildings
+    are found (the same scene on the SN6 scale gives the same count)."""
+    count, log = east_south_up_runs[scale]
+    reference = east_south_up_runs["sn6"][0]
     assert ("Input scale: dB" if scale == "db" else "Input scale: complex") in log
     assert "Look direction: east (the raster's LOOK_DIRECTION tag)" in log and "south-up" in log
-    assert counts["sn6"] > 20 and abs(counts[scale] - counts["sn6"]) <= 1, counts
+    assert reference > 20 and abs(count - reference) <= 1, (reference, count)

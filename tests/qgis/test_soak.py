@@ -1,5 +1,6 @@
-"""Soak (issue 11): 50 extractions in one QGIS process through processing.run. Memory (VmRSS)
-grows by less than 50 MB after the first run; open file descriptors and the worker's
+"""Soak (issue 11): 20 extractions in one QGIS process through processing.run. Memory (VmRSS)
+grows by less than 20 MB after the first run (1 MB a run, the bound 50 runs had at 50 MB; each
+run starts a worker, so 50 took two minutes of the suite); open file descriptors and the worker's
 scratch folders are back to their starting count; no worker process is left."""
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from qgis.core import QgsProcessingUtils, QgsVectorLayer
 from tests.helpers.models import boxes_scene, write_raster
 from tests.helpers.processes import worker_children
 
-RUNS = 50
-MAX_RSS_GROWTH_MB = 50.0
+RUNS = 20
+MAX_RSS_GROWTH_MB = 20.0
 BOXES = [(4, 4, 20, 24), (36, 30, 60, 58)]
 
 
@@ -37,7 +38,7 @@ def scratch_count() -> int:
 
 @pytest.fixture(scope="module")
 def soak(plugin, threshold_model_path, tmp_path_factory) -> dict:
-    """The 50 runs, once for the module; the figures the tests below check."""
+    """The runs, once for the module; the figures the tests below check."""
     folder = tmp_path_factory.mktemp("soak")
     scene = write_raster(folder / "scene.tif", boxes_scene(64, 64, BOXES))
     fds_before, scratch_before = open_fds(), scratch_count()
@@ -66,7 +67,7 @@ def test_every_run_gives_the_same_complete_result(soak):
     assert layer.isValid() and layer.featureCount() == len(BOXES)
 
 
-def test_memory_grows_less_than_50_mb_after_the_first_run(soak):
+def test_memory_grows_less_than_20_mb_after_the_first_run(soak):
     assert soak["rss_last_mb"] - soak["rss_first_mb"] < MAX_RSS_GROWTH_MB, soak["text"]
 
 
