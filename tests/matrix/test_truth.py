@@ -23,7 +23,7 @@ from sn6_footprints.core.vector_io import reproject, write_footprints
 from tests.helpers.models import TRANSFORM, boxes_scene, write_raster
 from tests.helpers.plugins import install_plugin, qgis_process
 from tests.matrix.conftest import (BOXES, FAST, FAST_PARAMS, SCENE_SIZE, assert_untouched, box_polygons,
-                                   scratch_folders)
+                                   scratch_folders, take_snapshot)
 
 FIX = "not polygons: choose the building footprint polygons"
 ROTATED = Affine.translation(594000, 5750000) * Affine.rotation(25) * Affine.scale(0.5, -0.5)
@@ -172,27 +172,43 @@ def make_scene(folder: Path, transform=TRANSFORM, name: str = "scene.tif") -> Pa
 
 # ---------------------------------------------------------------- the CLI
 
+@pytest.fixture(scope="module")
+def cli_extract_runs(tmp_path_factory, model):
+    """The CLI extraction cases below, each in a folder of its own, through the CLI's ``main`` in
+    one child process (tests/matrix/conftest.py, run_cli_batch): ``{case: (folder, scene, truth,
+    snapshot, (code, stdout, stderr))}``; the snapshot is taken before the child starts."""
+    from tests.matrix.conftest import run_cli_batch
+
+    prepared = {}
+    for case, (writer, _message) in {**REFUSED, **CLI_ONLY_REFUSED}.items():
+        folder = tmp_path_factory.mktemp(f"refused-{case}")
+        scene, truth = make_scene(folder), writer(folder)
+        argv = ["extract", scene, folder / "out.gpkg", "--model", model, "--truth", truth, *FAST]
+        prepared[f"refused-{case}"] = (folder, scene, truth, take_snapshot([scene, truth, model, folder]), argv)
+    for case, (writer, transform, *_rest) in SCORED.items():
+        folder = tmp_path_factory.mktemp(f"scored-{case}")
+        scene, truth = make_scene(folder, transform), writer(folder)
+        argv = ["extract", scene, folder / "out.gpkg", "--model", model, "--truth", truth, "--json", *FAST]
+        prepared[f"scored-{case}"] = (folder, scene, truth, take_snapshot([scene, truth, model]), argv)
+    results = run_cli_batch({key: entry[-1] for key, entry in prepared.items()}, tmp_path_factory.mktemp("batch"))
+    return {key: (*entry[:-1], results[key]) for key, entry in prepared.items()}
+
+
 @pytest.mark.parametrize("case", [*REFUSED, *CLI_ONLY_REFUSED])
-def test_cli_extract_refuses_truth_of_the_wrong_kind_before_the_model(case, cli, scene, model, tmp_path, snapshot):
-    writer, message = {**REFUSED, **CLI_ONLY_REFUSED}[case]
-    truth = writer(tmp_path)
-    output = tmp_path / "out.gpkg"
-    before = snapshot([scene, truth, model, tmp_path])
-    code, _, stderr = cli("extract", scene, output, "--model", model, "--truth", truth, *FAST)
+def test_cli_extract_refuses_truth_of_the_wrong_kind_before_the_model(case, cli_extract_runs):
+    _writer, message = {**REFUSED, **CLI_ONLY_REFUSED}[case]
+    folder, _scene, _truth, before, (code, _, stderr) = cli_extract_runs[f"refused-{case}"]
     assert code == 2, stderr
     assert message in stderr and stderr.count("\n") == 1, stderr  # one line, no traceback
     assert "Model:" not in stderr  # refused before the model loaded
-    assert not output.exists()
+    assert not (folder / "out.gpkg").exists()
     assert_untouched(before)
 
 
 @pytest.mark.parametrize("case", SCORED)
-def test_cli_extract_scores_right(case, cli, model, tmp_path, snapshot):
-    writer, transform, (tp, fp, fn), f1, log = SCORED[case]
-    scene, truth = make_scene(tmp_path, transform), writer(tmp_path)
-    before = snapshot([scene, truth, model])
-    code, stdout, stderr = cli("extract", scene, tmp_path / "out.gpkg", "--model", model, "--truth", truth,
-                               "--json", *FAST)
+def test_cli_extract_scores_right(case, cli_extract_runs):
+    _writer, _transform, (tp, fp, fn), f1, log = SCORED[case]
+    _folder, _scene, _truth, before, (code, stdout, stderr) = cli_extract_runs[f"scored-{case}"]
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert (summary["buildings"], summary["tp"], summary["fp"], summary["fn"]) == (2, tp, fp, fn)
