@@ -5,16 +5,14 @@ the benchmarks run exactly the same pipeline.
 """
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import rasterio
+from rasterio.crs import CRS
 
 from .bundled import bundled_model_path, describe_model
 from .devices import describe, resolve_device, torch_versions
@@ -22,12 +20,13 @@ from ..output_safety import OutputIsInputError, OutputWriteError, same_file
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor
 from ..defaults import PROBABILITY_FORMATS, SN6_EXACT_PRESET
-from .engine.probabilities import ProbabilityWriteError, predict_probabilities
+from .engine.probabilities import ProbabilityWriteError, probability_rasters, report_skipped
+from .engine.stream import run_engine
 from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
 from .settings import ModelSettings
-from .vectorize import VectorizeOptions, vectorize_probabilities
+from .vectorize import BlobCollector, VectorizeOptions
 from .weights import load_model
 
 
@@ -48,10 +47,15 @@ class ExtractionOptions:
     probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
     probability_format: str = "float32"  # float32 (0-1, nodata -1) or uint8 (round(p*254), nodata 255)
     preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step (PRESETS)
+    reader_threads: int = 1            # threads reading and normalising windows ahead of the model
 
 
 @dataclass
 class ExtractionResult:
+    """The footprints and how they were made. ``seconds``: load, processing (wall time after
+    loading), total, and the busy seconds of each engine stage (read, wait, model, blend,
+    vectorize, write): the stages overlap, so these may add up to more than processing."""
+
     geometries: list
     attributes: dict[str, list]
     crs_wkt: str | None
@@ -61,36 +65,6 @@ class ExtractionResult:
 
     def __len__(self) -> int:
         return len(self.geometries)
-
-
-class TemporaryFolderError(OutputWriteError):
-    """The temporary probability raster did not fit in the temporary folder (TMPDIR)."""
-
-
-def _size(n_bytes: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n_bytes < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
-
-
-def temporary_folder_message(folder: str, error: ProbabilityWriteError) -> str:
-    """One line for a probability raster that could not be written in the temporary folder."""
-    try:
-        free = f"{_size(shutil.disk_usage(folder).free)} free"
-    except OSError:
-        free = "free space unknown"
-    redirect = "set TMPDIR (TEMP on Windows) to a folder on a larger disk"
-    if error.code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return (f"No space left in the temporary folder {folder} ({free}) for the probability raster: "
-                f"free space or {redirect}.")
-    if error.code == errno.EFBIG:
-        return (f"File size limit reached while writing the probability raster in the temporary folder {folder} "
-                f"(this process's limit, ulimit -f, or the file system's): raise the limit or {redirect}.")
-    if error.code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"Permission denied while writing the probability raster in the temporary folder {folder}: {redirect}."
-    return f"The temporary folder {folder} ({free}) could not hold the probability raster: {error}"
 
 
 def _check_probability_output(raster_path, options: ExtractionOptions) -> None:
@@ -124,6 +98,27 @@ def _format_note(fmt: str) -> str:
     if fmt == "uint8":
         return "uint8: round(p x 254), 255 = nodata"
     return "float32: 0-1, -1 = nodata"
+
+
+def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSettings, plan, info: RasterInfo,
+                       options: ExtractionOptions, deliver_path, feedback: Feedback, seconds: dict) -> tuple:
+    """This plugin's engine: blended rows go straight to the vectoriser (and to the probability
+    raster when asked), on the sink thread while the model runs; no temporary raster."""
+    grid = plan.grid
+    vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
+    collector = BlobCollector(grid.height, vectorize.threshold)
+    targets = [(deliver_path, options.probability_format)] if deliver_path is not None else []
+    crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
+    with probability_rasters(targets, grid, crs) as rasters:
+        stats = run_engine(raster_path, predictor, settings, plan,
+                           [("vectorize", collector.add)] + [("write", r.write) for r in rasters],
+                           options.tiling, SubFeedback(feedback, 0, 90), reader_threads=options.reader_threads)
+    report_skipped(stats, feedback)
+    t0 = time.perf_counter()
+    geometries, attributes = collector.polygons(grid, vectorize, SubFeedback(feedback, 90, 100))
+    seconds.update(stats.seconds)
+    seconds["vectorize"] = seconds.get("vectorize", 0.0) + time.perf_counter() - t0
+    return geometries, attributes
 
 
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
@@ -176,25 +171,17 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     seconds["load"] = time.perf_counter() - started
     partial = _partial_path(options.probability_path) if options.probability_path else None
     try:
-        with tempfile.TemporaryDirectory(prefix="sn6-footprints-") as scratch:
-            probability_path = os.path.join(scratch, "probability.tif")
-            t0 = time.perf_counter()
-            if exact:
-                from .engine.sn6_exact import sn6_exact_footprints
-                geometries, attributes, stage_seconds = sn6_exact_footprints(
-                    raster_path, predictor, settings, plan, feedback, deliver_path=partial,
-                    deliver_format=options.probability_format)
-                seconds.update(stage_seconds)
-            else:
-                grid = predict_probabilities(raster_path, probability_path, predictor, settings, plan, options.tiling,
-                                             SubFeedback(feedback, 0, 90), deliver_path=partial,
-                                             deliver_format=options.probability_format)
-                seconds["inference"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
-                geometries, attributes = vectorize_probabilities(probability_path, grid, vectorize,
-                                                                 SubFeedback(feedback, 90, 100))
-                seconds["vectorize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if exact:
+            from .engine.sn6_exact import sn6_exact_footprints
+            geometries, attributes, stage_seconds = sn6_exact_footprints(
+                raster_path, predictor, settings, plan, feedback, deliver_path=partial,
+                deliver_format=options.probability_format)
+            seconds.update(stage_seconds)
+        else:
+            geometries, attributes = _engine_footprints(raster_path, predictor, settings, plan, info, options,
+                                                        partial, feedback, seconds)
+        seconds["processing"] = time.perf_counter() - t0  # wall time of the whole run after loading
         feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
         if partial is not None:  # complete: only now does it take the user's name
             os.replace(partial, os.path.expanduser(str(options.probability_path)))
@@ -202,11 +189,10 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             feedback.info(f"Building probability ({_format_note(options.probability_format)}) -> "
                           f"{options.probability_path}")
     except ProbabilityWriteError as exc:
-        if partial is not None and exc.path == partial:  # the user's file: its folder's words, not TMPDIR's
+        if partial is not None and exc.path == partial:  # the user's file, named as the user named it
             raise OutputWriteError(str(exc).replace(os.path.basename(partial),
                                                     os.path.basename(options.probability_path))) from None
-        # told once the scratch folder is gone: the free space is the user's
-        raise TemporaryFolderError(temporary_folder_message(os.path.dirname(scratch), exc)) from None
+        raise
     finally:
         if partial is not None:  # failed or cancelled: no half-written probability raster is left
             _remove(partial)

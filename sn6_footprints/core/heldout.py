@@ -140,7 +140,7 @@ def evaluate(extract: Callable, scenes: Sequence[tuple[str, Path, Path]],
         started = time.perf_counter()
         result = extract(raster)
         wall = time.perf_counter() - started
-        processing = (result.seconds.get("inference", 0.0) + result.seconds.get("vectorize", 0.0)) or wall
+        processing = result.seconds.get("processing", 0.0) or wall
         score = score_extraction(result, read_footprints(labels).geometries)
         entry = report.setdefault(name, {"tp": 0, "fp": 0, "fn": 0, "seconds": 0.0, "processing_seconds": 0.0,
                                          "megapixels": 0.0, "scenes": []})

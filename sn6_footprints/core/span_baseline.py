@@ -214,6 +214,7 @@ def extract_span_baseline(raster_path, options: SpanBaselineOptions = SpanBaseli
         vectorize = VectorizeOptions(SCORE_THRESHOLD, options.min_area_m2, options.simplify_m)
         geometries, attributes = vectorize_probabilities(score_path, info, vectorize, SubFeedback(feedback, 70, 100))
         seconds["vectorize"] = time.perf_counter() - t0
+    seconds["processing"] = seconds["inference"] + seconds["vectorize"]
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"span baseline: {len(geometries)} footprint(s) in {seconds['total']:.1f} s")
     return ExtractionResult(geometries, attributes, info.crs_wkt, baseline_settings(options), "cpu", seconds)

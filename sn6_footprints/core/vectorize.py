@@ -17,7 +17,7 @@ from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
 
-from .feedback import Feedback
+from .feedback import Feedback, SubFeedback
 from .reading.ground import ModelGrid
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -106,22 +106,53 @@ def _grown_box_area(polygon: shapely.Polygon, grow_px: float) -> float:
     return (x1 - x0 + 2 * grow_px) * (y1 - y0 + 2 * grow_px)
 
 
+def _canonical(polygon: shapely.Polygon) -> shapely.Polygon:
+    return shapely.normalize(shapely.normalize(polygon).simplify(1e-9, preserve_topology=False))
+
+
+class BlobCollector:
+    """The blobs of strips handed over top to bottom (blended rows as the engine finishes them,
+    or strips read from a probability raster); merged across strip borders at the end."""
+
+    def __init__(self, height: int, threshold: float):
+        self.height, self.threshold = height, threshold
+        self.blobs: list[Blob] = []
+
+    def add_strip(self, probability: np.ndarray, top: int) -> None:
+        bottom = top + probability.shape[0]
+        self.blobs += blobs_in_strip(probability, top, self.threshold,
+                                     top_is_border=top > 0, bottom_is_border=bottom < self.height)
+
+    def add(self, rows) -> None:
+        """A :class:`~.engine.stream.BlendedRows` (0 where invalid, so nodata is never a building)."""
+        self.add_strip(rows.probability, rows.top)
+
+    def polygons(self, info: ModelGrid, options: "VectorizeOptions",
+                 feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
+        return polygons_from_blobs(merge_across_strips(self.blobs), info, options, feedback)
+
+
 def vectorize_probabilities(probability_path, info: ModelGrid, options: VectorizeOptions = VectorizeOptions(),
                             feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-    """(polygons in the raster's CRS, attribute columns id/area_m2/confidence). Areas and the
-    simplification tolerance are in metres on the ground (the grid's pixel size)."""
+    """(polygons in the raster's CRS, attribute columns id/area_m2/confidence) of a probability
+    raster on the model grid, read strip by strip."""
     feedback = feedback or Feedback()
-    blobs: list[Blob] = []
+    collector = BlobCollector(info.height, options.threshold)
     with rasterio.open(probability_path) as dataset:
         for top in range(0, info.height, options.strip_height_px):
             feedback.check_cancelled()
             height = min(options.strip_height_px, info.height - top)
-            probability = dataset.read(1, window=Window(0, top, info.width, height))
-            blobs += blobs_in_strip(probability, top, options.threshold,
-                                    top_is_border=top > 0, bottom_is_border=top + height < info.height)
+            collector.add_strip(dataset.read(1, window=Window(0, top, info.width, height)), top)
             feedback.set_progress(90.0 * (top + height) / info.height)
     feedback.check_cancelled()  # a cancel during the last strip is not lost
-    blobs = merge_across_strips(blobs)
+    return collector.polygons(info, options, SubFeedback(feedback, 90, 100))
+
+
+def polygons_from_blobs(blobs: list[Blob], info: ModelGrid, options: VectorizeOptions,
+                        feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
+    """Merged blobs -> (polygons in the raster's CRS, attribute columns id/area_m2/confidence).
+    Areas and the simplification tolerance are in metres on the ground (the grid's pixel size)."""
+    feedback = feedback or Feedback()
     min_pixels = options.min_area_m2 / info.pixel_area_m2
     kept = sorted((b for b in blobs if _grown_box_area(b.polygon, options.grow_px) >= min_pixels),
                   key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
@@ -134,10 +165,12 @@ def vectorize_probabilities(probability_path, info: ModelGrid, options: Vectoriz
         polygon = grown_outline(blob.polygon, options.grow_px)
         if polygon.area < min_pixels:  # the size that counts is the footprint's, after growing
             continue
+        # the same outline whatever the strips were: normalised (one start vertex, one
+        # orientation) and without the collinear vertices that merging leaves on strip borders,
+        # before and after the tolerance's simplification (whose result depends on both)
+        polygon = _canonical(polygon)
         if tolerance_px > 0:
-            polygon = polygon.simplify(tolerance_px, preserve_topology=True)
-        # drops collinear vertices left by merging; normalised first so no ring starts on one
-        polygon = shapely.normalize(polygon).simplify(1e-9, preserve_topology=False)
+            polygon = _canonical(polygon.simplify(tolerance_px, preserve_topology=True))
         areas.append(round(polygon.area * info.pixel_area_m2, 3))
         geometries.append(shapely.affinity.affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f]))
         confidences.append(round(blob.probability_sum / blob.pixels, 6))

@@ -49,12 +49,12 @@ def long_scene(tmp_path) -> Path:
     return write_raster(tmp_path / "long.tif", boxes_scene(2048, 2048, BOXES))
 
 
-def signal_mid_run(child, signum, tmpdir: Path, output: Path) -> None:
+def signal_mid_run(child, signum, probability_folder: Path, output: Path) -> None:
     """Freeze the child, check it is still mid-run, send ``signum``, let it go on: the signal
     arrives during the work however slowly the parent was scheduled."""
     os.kill(child.pid, signal.SIGSTOP)
     try:
-        assert inference_started(tmpdir)() and not output.exists(), "the run was over before the signal"
+        assert inference_started(probability_folder)() and not output.exists(), "the run was over before the signal"
         child.send_signal(signum)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -107,9 +107,21 @@ def wait_for(condition, timeout: float = 60.0, interval: float = 0.02) -> bool:
     return False
 
 
-def inference_started(tmpdir: Path):
-    """The core's probability raster exists in the child's TMPDIR: the heavy work is under way."""
-    return lambda: any(tmpdir.glob("sn6-footprints-*/probability.tif"))
+def probability_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "probability"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def with_probability(folder: Path) -> list:
+    """CLI arguments that also write the probability raster into ``folder``: its hidden partial
+    file exists while the engine runs (the engine itself writes nothing to TMPDIR)."""
+    return ["--probability", folder / "p.tif"]
+
+
+def inference_started(folder: Path):
+    """The probability raster's partial file exists: the heavy work is under way."""
+    return lambda: any(folder.glob(".p.tif.*.partial.tif"))
 
 
 def one_error_line(stderr: str) -> str:
@@ -241,14 +253,16 @@ def test_cli_extraction_interrupted_exits_130_and_leaves_no_temp_file(long_scene
                                                                        signum):
     output = tmp_path / "out.gpkg"
     snap = take_snapshot([long_scene, model])
+    probability = probability_folder(tmp_path)
     child = start_cli("extract", long_scene, output, "--model", model, "--tile-size", "64", "--overlap", "0",
-                      "--batch-size", "1", tmpdir=private_tmp)
-    assert wait_for(inference_started(private_tmp)), "the extraction never started"
-    signal_mid_run(child, signum, private_tmp, output)
+                      "--batch-size", "1", *with_probability(probability), tmpdir=private_tmp)
+    assert wait_for(inference_started(probability)), "the extraction never started"
+    signal_mid_run(child, signum, probability, output)
     _, stderr = child.communicate(timeout=30)
     assert child.returncode == 130, (child.returncode, stderr)
     assert one_error_line(stderr) == "cancelled"
     assert sorted(p.name for p in private_tmp.iterdir()) == []
+    assert sorted(p.name for p in probability.iterdir()) == []  # the partial probability raster is gone
     assert_no_output(output)
     assert_untouched(snap)
 
@@ -256,11 +270,12 @@ def test_cli_extraction_interrupted_exits_130_and_leaves_no_temp_file(long_scene
 def test_cli_events_sigterm_is_a_cancelled_event_exit_130_and_no_temp_file(long_scene, model, tmp_path,
                                                                            private_tmp):
     output = tmp_path / "out.gpkg"
+    probability = probability_folder(tmp_path)
     child = start_cli("--events", "extract", long_scene, output, "--model", model, "--tile-size", "64",
-                      "--overlap", "0", "--batch-size", "1", tmpdir=private_tmp)
-    assert wait_for(inference_started(private_tmp))
+                      "--overlap", "0", "--batch-size", "1", *with_probability(probability), tmpdir=private_tmp)
+    assert wait_for(inference_started(probability))
     started = time.monotonic()
-    signal_mid_run(child, signal.SIGTERM, private_tmp, output)
+    signal_mid_run(child, signal.SIGTERM, probability, output)
     stdout, _ = child.communicate(timeout=30)
     assert time.monotonic() - started < 2.0
     assert child.returncode == 130
@@ -271,16 +286,19 @@ def test_cli_events_sigterm_is_a_cancelled_event_exit_130_and_no_temp_file(long_
 
 
 def test_cli_killed_mid_run_leaves_no_output(long_scene, model, tmp_path, private_tmp):
-    """SIGKILL cannot be caught: what it leaves is in TMPDIR (the worker's is the scratch folder,
-    removed by the caller), never at or beside the output path."""
+    """SIGKILL cannot be caught: it may leave the probability raster's hidden partial file (and
+    in TMPDIR, the worker's being the scratch folder its caller removes), never anything at or
+    beside the footprints output, never a file under a name the user gave."""
     output = tmp_path / "out.gpkg"
+    probability = probability_folder(tmp_path)
     child = start_cli("extract", long_scene, output, "--model", model, *FAST, "--batch-size", "1",
-                      tmpdir=private_tmp)
-    assert wait_for(inference_started(private_tmp))
-    signal_mid_run(child, signal.SIGKILL, private_tmp, output)
+                      *with_probability(probability), tmpdir=private_tmp)
+    assert wait_for(inference_started(probability))
+    signal_mid_run(child, signal.SIGKILL, probability, output)
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
     assert_no_output(output)
+    assert all(p.name.startswith(".p.tif.") and p.name.endswith(".partial.tif") for p in probability.iterdir())
 
 
 # --- a killed or cancelled worker ----------------------------------------------------------
@@ -341,32 +359,34 @@ def assert_disk_full_line(stderr: str) -> str:
     return line
 
 
-def test_full_temporary_folder_is_one_clear_line(noisy_scene, model, tmp_path):
-    """A TMPDIR with 16 KB free: Python's writability probe passes, the probability raster
-    does not fit (a TMPDIR with no room at all is skipped by Python's tempfile for /tmp)."""
+def test_full_temporary_folder_does_not_stop_an_extraction(noisy_scene, model, tmp_path):
+    """A TMPDIR with 16 KB free, too little for the noisy scene's probability raster: the engine
+    hands blended rows straight to the vectoriser and writes nothing there."""
     output = tmp_path / "out.gpkg"
     with small_tmpfs(tmp_path / "full-tmp", "1m") as tmpdir:
         filler = fill(tmpdir, leave=16384)
         code, _, stderr = run_cli_in(tmpdir, "extract", noisy_scene, output, "--model", model, *FAST)
         left = sorted(p.name for p in tmpdir.iterdir())
-    assert code == 2, (code, stderr)
-    assert_disk_full_line(stderr)
+    assert code == 0, (code, stderr)
     assert left == [filler.name]
-    assert_no_output(output)
+    assert output.stat().st_size > 0
 
 
-@pytest.mark.parametrize("victim", ["temporary-raster", "output"])
+@pytest.mark.parametrize("victim", ["probability-raster", "output"])
 def test_file_size_limit_is_one_clear_line(scene, noisy_scene, model, tmp_path, private_tmp, victim):
     """RLIMIT_FSIZE (works for any root or non-root CI process): 16 KB stops the noisy scene's
-    probability raster; 2 KB lets the small scene's through (1.4 KB) and stops the GeoPackage."""
+    probability raster; 2 KB stops the small scene's GeoPackage."""
     output = tmp_path / "out.gpkg"
-    raster, limit = (noisy_scene, 16384) if victim == "temporary-raster" else (scene, 2048)
-    child = start_cli("extract", raster, output, "--model", model, *FAST, tmpdir=private_tmp,
+    probability = probability_folder(tmp_path)
+    raster, limit, extra = ((noisy_scene, 16384, with_probability(probability)) if victim == "probability-raster"
+                            else (scene, 2048, []))
+    child = start_cli("extract", raster, output, "--model", model, *FAST, *extra, tmpdir=private_tmp,
                       preexec_fn=limit_file_size(limit))
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 2, (child.returncode, stderr)
     assert_disk_full_line(stderr)
     assert list(private_tmp.iterdir()) == []
+    assert list(probability.iterdir()) == []
     assert_no_output(output)
 
 

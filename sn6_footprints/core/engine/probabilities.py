@@ -1,9 +1,9 @@
-"""Rows of tiles -> the blended probability of every pixel, written to a GeoTIFF.
+"""Blended probabilities -> GeoTIFFs, written row block by row block and checked.
 
-Tiles overlap and their probabilities are blended with a weight that falls towards the tile
-border, so no seam shows. Rows of tiles stream through a buffer a little taller than one tile;
-finished rows go to a float32 probability GeoTIFF, so memory follows the tile size and the
-raster's width, never its height.
+The engine (:mod:`.stream`) hands on finished rows of the blended probability; a
+:class:`ProbabilityRaster` writes them as they come, so memory follows the raster's width,
+never its height, and a failed write (disk full, file size limit) is an error, never a
+silently truncated file.
 """
 from __future__ import annotations
 
@@ -21,44 +21,16 @@ from rasterio.windows import Window
 from ...output_safety import OutputWriteError, write_error_message
 from ..feedback import Feedback
 from ..reading.ground import ModelGrid
-from ..reading.model_windows import ModelWindows
 from ..reading.plan import InputPlan
 from ..settings import ModelSettings
-from .predictor import Predictor, normalise, pad_to_multiple
-from .tiling import TilingOptions, blend_weights, plan_tile_rows
+from .predictor import Predictor
+from .stream import EngineStats, run_engine
+from .tiling import TilingOptions
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None
-
-
-def _predict_row(reader: ModelWindows, windows: list[Window], predictor: Predictor,
-                 settings: ModelSettings, options: TilingOptions, feedback: Feedback, skipped: list[int]):
-    """Yield (window, probabilities, valid) for one row of tiles, batch by batch. A tile without a
-    single valid pixel (a nodata swath, a mosaic's empty corner) is not run: its pixels are
-    nodata in every tile that covers them, so its probability (0) cannot change the output;
-    ``skipped`` counts them."""
-    for start in range(0, len(windows), options.batch_size):
-        feedback.check_cancelled()
-        chunk = windows[start:start + options.batch_size]
-        tiles, valids = [], []
-        for window in chunk:
-            data, valid = reader.read(window)
-            tiles.append(pad_to_multiple(normalise(data, settings)) if valid.any() else None)
-            valids.append(valid)
-        run = [t for t in tiles if t is not None]
-        skipped[0] += len(tiles) - len(run)
-        if not run:
-            probabilities = []
-        elif any(t.shape != run[0].shape for t in run):  # edge tiles of other sizes: one by one
-            probabilities = [predictor(t[None])[0] for t in run]
-        else:
-            probabilities = list(predictor(np.stack(run)))
-        results = iter(probabilities)
-        for window, tile, valid in zip(chunk, tiles, valids):
-            p = next(results) if tile is not None else np.zeros((window.height, window.width), np.float32)
-            yield window, p[:window.height, :window.width], valid
 
 
 class ProbabilityWriteError(OutputWriteError):
@@ -160,100 +132,87 @@ def _write_checked(dataset, path, rows: np.ndarray, window: Window, errors: _Gda
         raise _write_failure(path, " ".join(errors.messages))
 
 
+def _profile(grid: ModelGrid, crs) -> dict:
+    return dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
+                transform=grid.transform, crs=crs, tiled=True, blockxsize=256, blockysize=256,
+                compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
+
+
+class ProbabilityRaster:
+    """A probability GeoTIFF written block of rows by block of rows, every GDAL error checked:
+    an error of any block or of the file's directory (disk full, file size limit), even one GDAL
+    only logs when the file is closed, raises :class:`ProbabilityWriteError`, and the closed
+    file must open again with the grid's size. ``fmt``: ``float32``/``uint8`` as delivered to
+    the user (:func:`encode_probability`), or ``None`` for the bare blend (0 on nodata)."""
+
+    def __init__(self, path, grid: ModelGrid, crs, fmt: str | None = None):
+        self.path, self.grid, self.fmt = path, grid, fmt
+        self.errors = _GdalErrors()
+        profile = _profile(grid, crs)
+        if fmt is not None:
+            profile = _delivered_profile(profile, fmt)
+        try:
+            with self.errors.watching():
+                self.dataset = rasterio.open(path, "w", **profile)
+        except (RasterioError, OSError) as exc:
+            raise _write_failure(path, " ".join(self.errors.messages + [str(exc)])) from exc
+
+    def write(self, rows) -> None:
+        """Write one :class:`~.stream.BlendedRows`."""
+        values = rows.probability if self.fmt is None else encode_probability(rows.probability, rows.valid, self.fmt)
+        _write_checked(self.dataset, self.path, values, rows.window, self.errors)
+
+    def close(self, completed: bool = True) -> None:
+        """Close the file (its cached blocks and directory are written now); when the run
+        completed, raise what GDAL reported and check the file reads back whole."""
+        with self.errors.watching():
+            try:
+                self.dataset.close()
+            except Exception as exc:  # noqa: BLE001 - reported below, unless another error is on its way
+                self.errors.messages.append(str(exc))
+        if completed:
+            if self.errors.messages:
+                raise _write_failure(self.path, " ".join(self.errors.messages))
+            _check_readable(self.path, self.grid)
+
+
+@contextmanager
+def probability_rasters(targets: list[tuple[str, str | None]], grid: ModelGrid, crs):
+    """Open a :class:`ProbabilityRaster` per (path, fmt); all are closed on the way out, and
+    checked only when the block completed (an error already on its way is not hidden)."""
+    opened: list[ProbabilityRaster] = []
+    completed = False
+    try:
+        for path, fmt in targets:
+            opened.append(ProbabilityRaster(path, grid, crs, fmt))
+        yield opened
+        completed = True
+    finally:
+        for raster in opened:
+            raster.close(completed)
+
+
 def predict_probabilities(raster_path, probability_path, predictor: Predictor, settings: ModelSettings,
                           plan: InputPlan, options: TilingOptions | None = None,
                           feedback: Feedback | None = None, deliver_path=None,
                           deliver_format: str = "float32") -> ModelGrid:
     """Write the blended building probability of every pixel of the plan's model grid (0 on
     nodata) to a GeoTIFF; with ``deliver_path``, the same rows also go to the user's probability
-    raster (:func:`encode_probability`: nodata stays nodata), so it costs no second pass.
-
-    The write is checked: an error of any block or of the file's directory (disk full, file
-    size limit), even one GDAL only logs when the file is closed, raises
-    :class:`ProbabilityWriteError`, and the written file must open again."""
+    raster (:func:`encode_probability`: nodata stays nodata), so it costs no second pass."""
     feedback = feedback or Feedback()
-    options = options or TilingOptions()
-    options.check()
-    errors = _GdalErrors()
     with rasterio.open(raster_path) as dataset:
-        grid = plan.grid
-        reader = ModelWindows(dataset, plan)
-        rows = plan_tile_rows(grid.width, grid.height, options.tile_size_px, options.effective_overlap_px)
-        total_tiles = sum(len(r) for r in rows)
-        skipped = [0]
-        profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
-                       transform=grid.transform, crs=dataset.crs, tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
-        done = 0
-        try:
-            with errors.watching():
-                out = rasterio.open(probability_path, "w", **profile)
-        except (RasterioError, OSError) as exc:
-            raise _write_failure(probability_path, " ".join(errors.messages + [str(exc)])) from exc
-        delivered = None
-        completed = False
-        try:
-            if deliver_path is not None:
-                try:
-                    with errors.watching():
-                        delivered = rasterio.open(deliver_path, "w", **_delivered_profile(profile, deliver_format))
-                except (RasterioError, OSError) as exc:
-                    raise _write_failure(deliver_path, " ".join(errors.messages + [str(exc)])) from exc
-            buffer_top = 0
-            weighted = np.zeros((0, grid.width), np.float32)
-            weights = np.zeros((0, grid.width), np.float32)
-            valid_any = np.zeros((0, grid.width), bool)
-            for index, row in enumerate(rows):
-                row_bottom = row[0].row_off + row[0].height
-                grow = row_bottom - buffer_top - weighted.shape[0]
-                if grow > 0:
-                    weighted = np.vstack([weighted, np.zeros((grow, grid.width), np.float32)])
-                    weights = np.vstack([weights, np.zeros((grow, grid.width), np.float32)])
-                    valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
-                for window, probability, valid in _predict_row(reader, row, predictor, settings, options,
-                                                               feedback, skipped):
-                    w = blend_weights(window.height, window.width, options.effective_overlap_px)
-                    rs = slice(window.row_off - buffer_top, window.row_off - buffer_top + window.height)
-                    cs = slice(window.col_off, window.col_off + window.width)
-                    weighted[rs, cs] += w * probability
-                    weights[rs, cs] += w
-                    valid_any[rs, cs] |= valid
-                    done += 1
-                    feedback.set_progress(100.0 * done / total_tiles)
-                final_bottom = rows[index + 1][0].row_off if index + 1 < len(rows) else grid.height
-                n = final_bottom - buffer_top
-                blended = np.where(valid_any[:n], weighted[:n] / np.maximum(weights[:n], 1e-12), 0.0)
-                rows_window = Window(0, buffer_top, grid.width, n)
-                _write_checked(out, probability_path, blended.astype(np.float32), rows_window, errors)
-                if delivered is not None:
-                    _write_checked(delivered, deliver_path, encode_probability(blended, valid_any[:n], deliver_format),
-                                   rows_window, errors)
-                weighted, weights, valid_any = weighted[n:], weights[n:], valid_any[n:]
-                buffer_top = final_bottom
-            completed = True
-        finally:
-            with errors.watching():
-                try:
-                    out.close()  # blocks still cached and the TIFF directory are written here
-                except Exception as exc:  # noqa: BLE001 - reported below, unless another error is on its way
-                    errors.messages.append(str(exc))
-            delivered_errors = _GdalErrors()
-            if delivered is not None:
-                with delivered_errors.watching():
-                    try:
-                        delivered.close()
-                    except Exception as exc:  # noqa: BLE001 - reported below
-                        delivered_errors.messages.append(str(exc))
-        if completed and errors.messages:
-            raise _write_failure(probability_path, " ".join(errors.messages))
-        if completed and delivered_errors.messages:
-            raise _write_failure(deliver_path, " ".join(delivered_errors.messages))
-    if skipped[0]:
-        feedback.info(f"{skipped[0]} of {total_tiles} tiles hold no valid pixel: skipped without running the model.")
-    _check_readable(probability_path, grid)
-    if deliver_path is not None:
-        _check_readable(deliver_path, grid)
-    return grid
+        crs = dataset.crs
+    targets = [(probability_path, None)] + ([(deliver_path, deliver_format)] if deliver_path is not None else [])
+    with probability_rasters(targets, plan.grid, crs) as rasters:
+        stats = run_engine(raster_path, predictor, settings, plan, [("write", r.write) for r in rasters],
+                           options, feedback)
+    report_skipped(stats, feedback)
+    return plan.grid
+
+
+def report_skipped(stats: EngineStats, feedback: Feedback) -> None:
+    if stats.skipped:
+        feedback.info(f"{stats.skipped} of {stats.tiles} tiles hold no valid pixel: skipped without running the model.")
 
 
 def _check_readable(probability_path, grid: ModelGrid) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from rasterio.windows import Window
@@ -50,13 +51,17 @@ def plan_tile_rows(width: int, height: int, tile: int, overlap: int) -> list[lis
     return rows
 
 
+@lru_cache(maxsize=16)
 def blend_weights(height: int, width: int, overlap_px: int) -> np.ndarray:
     """A tile's blending weight: 1 inside, ramping down over the overlap towards its border
-    (never 0, so raster borders covered by one tile still count)."""
+    (never 0, so raster borders covered by one tile still count). Every tile of a raster has
+    one of a few shapes, so each is computed once; the array is read-only."""
     ramp_len = max(1, overlap_px)
 
     def axis(n: int) -> np.ndarray:
         distance = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
         return np.clip(distance / ramp_len, 1e-3, 1.0).astype(np.float32)
 
-    return np.outer(axis(height), axis(width))
+    weights = np.outer(axis(height), axis(width))
+    weights.flags.writeable = False
+    return weights
