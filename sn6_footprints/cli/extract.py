@@ -82,8 +82,10 @@ def run(args) -> int:
         rotate_180=CHOICE[args.rotate_180], flip_average=CHOICE[args.flip_average], input=input_options(args),
         precision=args.precision, probability_path=args.probability or None,
         probability_format=args.probability_format, preset=args.preset)
-    result = extract_footprints(args.raster, options, args.feedback, input_plan=plan.input_plan)
-    write_footprints(args.output, result.geometries, result.attributes, result.crs_wkt, feedback=args.feedback)
+    # the footprints are written before the probability raster takes its name: both or neither
+    result = extract_footprints(args.raster, options, args.feedback, input_plan=plan.input_plan,
+                                write_outputs=lambda r: write_footprints(args.output, r.geometries, r.attributes,
+                                                                         r.crs_wkt, feedback=args.feedback))
     summary = {"buildings": len(result), "output": str(args.output), "device": result.device,
                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
     if args.probability:

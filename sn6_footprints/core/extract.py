@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,11 +123,16 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
 
 
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
-                       feedback: Feedback | None = None, input_plan=None) -> ExtractionResult:
+                       feedback: Feedback | None = None, input_plan=None,
+                       write_outputs: Callable[[ExtractionResult], None] | None = None) -> ExtractionResult:
     """Run the model over ``raster_path`` tile by tile and return the footprints (``input_plan``:
-    the one validation already made for these options, so the raster is not sampled twice). The temporary
-    probability raster is removed on every way out, a :class:`Cancelled` raised by a signal
-    handler of the caller's included (the CLI makes SIGTERM one)."""
+    the one validation already made for these options, so the raster is not sampled twice).
+
+    ``write_outputs`` (the caller's footprint writer) runs on the result before the probability
+    raster takes the user's name: if it fails, no probability raster is delivered either, so
+    the outputs are complete or absent together. The partial probability raster is removed on
+    every way out, a :class:`Cancelled` raised by a signal handler of the caller's included
+    (the CLI makes SIGTERM one)."""
     feedback = feedback or Feedback()
     _check_probability_output(raster_path, options)
     seconds: dict[str, float] = {}
@@ -183,6 +189,10 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                                                         partial, feedback, seconds)
         seconds["processing"] = time.perf_counter() - t0  # wall time of the whole run after loading
         feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
+        result = ExtractionResult(geometries, attributes, info.crs_wkt, settings,
+                                  describe(device, predictor.autocast), seconds)
+        if write_outputs is not None:
+            write_outputs(result)
         if partial is not None:  # complete: only now does it take the user's name
             os.replace(partial, os.path.expanduser(str(options.probability_path)))
             partial = None
@@ -198,8 +208,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             _remove(partial)
     seconds["total"] = time.perf_counter() - started
     feedback.info(f"{len(geometries)} building footprint(s) in {seconds['total']:.1f} s")
-    return ExtractionResult(geometries, attributes, info.crs_wkt, settings, describe(device, predictor.autocast),
-                            seconds)
+    return result
 
 
 def score_extraction(result: ExtractionResult, truth_geometries: list, variant: str = "sn6"):

@@ -101,6 +101,24 @@ def test_cancelled_run_leaves_no_probability_raster(tmp_path, scene, model_path)
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def test_footprints_that_fail_to_write_take_the_probability_raster_with_them(tmp_path, scene, model_path):
+    """Both outputs or neither: the probability raster takes its name only after the caller's
+    footprint writer succeeded."""
+    out = tmp_path / "probability.tif"
+    written = []
+
+    def failing_writer(result):
+        written.append(len(result))
+        assert leftovers(tmp_path) != []  # the probability raster is complete, still under its partial name
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        extract_footprints(scene, ExtractionOptions(model_path=str(model_path), tiling=TilingOptions(64, 16, 3),
+                                                    probability_path=str(out)), write_outputs=failing_writer)
+    assert written == [len(BOXES)]
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def test_an_earlier_file_is_replaced_only_by_a_complete_one(tmp_path, scene, model_path):
     out = tmp_path / "probability.tif"
     out.write_bytes(b"earlier run")
