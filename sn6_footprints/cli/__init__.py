@@ -96,7 +96,14 @@ def _feedback(args):
     return EventFeedback() if args.events else PrintFeedback(quiet=getattr(args, "quiet", False))
 
 
+# GDAL's block cache defaults to 5 % of the machine's RAM (6 GB on a 128 GB machine), filled as
+# a large raster is read; the engine reads each window once, row by row, so a few rows of
+# blocks are all it can reuse. Read before GDAL's first use; a value set by the user wins.
+GDAL_CACHE_MB = 256
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     args = build_parser().parse_args(argv)
     from ..core.feedback import Cancelled
     from ..worker.protocol import emit
