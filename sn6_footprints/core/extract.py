@@ -48,7 +48,7 @@ class ExtractionOptions:
     probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
     probability_format: str = "float32"  # float32 (0-1, nodata -1) or uint8 (round(p*254), nodata 255)
     preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step (PRESETS)
-    reader_threads: int = 1            # threads reading and normalising windows ahead of the model
+    reader_threads: int | None = None  # threads reading windows ahead of the model; None: 1 on a CPU, up to 4 on CUDA
 
 
 @dataclass
@@ -101,6 +101,14 @@ def _format_note(fmt: str) -> str:
     return "float32: 0-1, -1 = nodata"
 
 
+def default_reader_threads(device) -> int:
+    """On a CPU the model already keeps every core busy, so one reader overlaps the reads; a GPU
+    must never wait for GeoTIFF decoding, so several readers feed it."""
+    if device.type == "cuda":
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return 1
+
+
 def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSettings, plan, info: RasterInfo,
                        options: ExtractionOptions, deliver_path, feedback: Feedback, seconds: dict) -> tuple:
     """This plugin's engine: blended rows go straight to the vectoriser (and to the probability
@@ -113,7 +121,8 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
     with probability_rasters(targets, grid, crs) as rasters:
         stats = run_engine(raster_path, predictor, settings, plan,
                            [("vectorize", collector.add)] + [("write", r.write) for r in rasters],
-                           options.tiling, SubFeedback(feedback, 0, 90), reader_threads=options.reader_threads)
+                           options.tiling, SubFeedback(feedback, 0, 90),
+                           reader_threads=options.reader_threads or default_reader_threads(predictor.device))
     report_skipped(stats, feedback)
     t0 = time.perf_counter()
     geometries, attributes = collector.polygons(grid, vectorize, SubFeedback(feedback, 90, 100))
