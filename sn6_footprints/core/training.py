@@ -54,10 +54,11 @@ from .reading.bands import polarisation_of
 from .reading.ground import ground_pixel
 from .reading.model_windows import ModelWindows
 from .reading.plan import check_placeable, model_scale_of
-from .settings import DEFAULT_LABEL_EROSION_M, SN6_MIN_AREA_M2, SN6_THRESHOLD, ModelSettings
+from .settings import (CONTACT_OUTPUT, DEFAULT_LABEL_EROSION_M, EDGE_OUTPUT, SN6_MIN_AREA_M2, SN6_THRESHOLD,
+                       ModelSettings)
 from .vector_io import FootprintTable
 from .vectorize import VectorizeOptions, vectorize_probabilities
-from .weights import WeightsError, atomic_torch_save, load_model, save_model
+from .weights import WeightsError, atomic_torch_save, load_model, outputs_problem, save_model
 
 LOOK_DIRECTIONS = ("north", "south", "east", "west")
 NORMALISATIONS = ("auto", "sn6", "per-band")
@@ -66,6 +67,9 @@ RESUME_FORMAT = "sn6_footprints-resume/1"
 BUNDLED = "bundled"  # initial_model value meaning the checkpoint shipped with the plugin
 _STRIP_ROWS = 1024   # rows per read when caching a training region
 _STAT_TILES = 64     # random tiles for per-band mean/std
+# Width of the edge channel's target: building pixels within this many pixels (8-neighbour
+# steps) of another building or of the background.
+EDGE_WIDTH_PX = 2
 
 LabelSource = Union[str, os.PathLike, FootprintTable]
 
@@ -106,6 +110,10 @@ class TrainingOptions:
     # Extra focal-loss weight of the pixels where touching footprints meet (0: none): 4 makes a
     # pixel of the gap between two touching buildings count 5 times.
     contact_weight: float = 0.0
+    # The model's output channels (ModelSettings.outputs): ("building",) is today's one-channel
+    # model; ("body", "edge", "contact") adds an edge band and the contact zone between touching
+    # buildings as targets, each with the same dice + focal loss, for the watershed to split on.
+    outputs: tuple[str, ...] = ("building",)
     threshold: float = SN6_THRESHOLD
     focal_weight: float = 10.0
     focal_gamma: float = 2.0
@@ -138,6 +146,10 @@ class TrainingOptions:
                              f"(default {DEFAULT_LABEL_EROSION_M:g} m; 0 learns whole footprints).")
         if not 0 <= self.contact_weight <= 50:
             raise ValueError(f"Contact weight {self.contact_weight} must be in [0, 50] (0: off).")
+        problem = outputs_problem(ModelSettings(outputs=tuple(self.outputs)))
+        if problem:
+            raise ValueError(f"Outputs {', '.join(map(str, self.outputs)) or '(none)'}: {problem}; choose "
+                             "('building',) or ('body', 'edge', 'contact').")
         if not self.cache_limit_mb >= 0:
             raise ValueError(f"Cache limit {self.cache_limit_mb} MB must be 0 or more (0: read every crop from disk).")
         for look in (self.look_direction, *(self.raster_look_directions or ())):
@@ -365,6 +377,15 @@ def separate_touching(ids: np.ndarray) -> np.ndarray:
     return ((ids > 0) & ~contact_pixels(ids)).astype(np.uint8)
 
 
+def edge_band(ids: np.ndarray, width_px: int = EDGE_WIDTH_PX) -> np.ndarray:
+    """Building pixels within ``width_px`` (8-neighbour steps) of a pixel of another id, the
+    background or another building: each footprint's outline, the edge channel's target."""
+    size = 2 * width_px + 1
+    low = ndimage.minimum_filter(ids, size=size, mode="nearest")
+    high = ndimage.maximum_filter(ids, size=size, mode="nearest")
+    return (ids > 0) & (low != high)
+
+
 
 class SceneRegion:
     """The training region of one raster (the model-grid rows above its validation band) and its labels.
@@ -378,7 +399,8 @@ class SceneRegion:
     """
 
     def __init__(self, dataset, path, plan: InputPlan, footprints: list, split_row: int,
-                 label_min_area_m2: float, label_erosion_m: float = 0.0, contact_weight: float = 0.0):
+                 label_min_area_m2: float, label_erosion_m: float = 0.0, contact_weight: float = 0.0,
+                 outputs: tuple[str, ...] = ("building",)):
         self.dataset = dataset
         self.path = str(path)
         self.plan = plan
@@ -397,11 +419,13 @@ class SceneRegion:
         self.mask_footprints = kept  # what the masks show: footprints, shrunk by the erosion
         self._tree = shapely.STRtree(self.mask_footprints)
         self.contact_weight = contact_weight
+        self.outputs = tuple(outputs)
         # from the two pixel columns of a shared wall, the zone reaches across the eroded gap
         # and one pixel into each core
         self.contact_radius_px = int(math.ceil(erosion_px - 1e-9))
-        # the whole footprints, for the contact zone; only when it is weighted
-        self._whole = (whole, shapely.STRtree(whole)) if contact_weight > 0 else None
+        # the whole footprints, for the contact zone; only when it is weighted or a target
+        self._whole = (whole, shapely.STRtree(whole)) \
+            if contact_weight > 0 or CONTACT_OUTPUT in self.outputs else None
         self.image: np.ndarray | None = None
         self.mask: np.ndarray | None = None
         self.valid: np.ndarray | None = None
@@ -413,7 +437,7 @@ class SceneRegion:
 
     @property
     def cache_bytes(self) -> int:
-        return self.training_pixels * (4 * self.bands + 2 + (self.contact_weight > 0))
+        return self.training_pixels * (4 * self.bands + 1 + len(self.outputs) + (self.contact_weight > 0))
 
     def _ids(self, polygons: list, tree, window: Window, pad: int) -> np.ndarray | None:
         """Raster of polygon ids (1-based) over ``window`` grown by ``pad`` px; None when empty."""
@@ -432,6 +456,26 @@ class SceneRegion:
         if ids is None:
             return np.zeros((int(window.height), int(window.width)), np.uint8)
         return separate_touching(ids)[1:-1, 1:-1]
+
+    def targets(self, window: Window) -> np.ndarray:
+        """The training target of a window: the mask (h, w) of :meth:`rasterise` for a
+        one-output model, else one uint8 plane per output (outputs, h, w): the mask for the
+        footprint channel, :func:`edge_band` of the (shrunk) footprints for "edge", the
+        :meth:`contact_zone` for "contact"."""
+        mask = self.rasterise(window)
+        if len(self.outputs) == 1:
+            return mask
+        planes = []
+        for name in self.outputs:
+            if name == EDGE_OUTPUT:
+                pad = EDGE_WIDTH_PX
+                ids = self._ids(self.mask_footprints, self._tree, window, pad)
+                planes.append(np.zeros_like(mask) if ids is None else edge_band(ids)[pad:-pad, pad:-pad])
+            elif name == CONTACT_OUTPUT:
+                planes.append(self.contact_zone(window))
+            else:
+                planes.append(mask)
+        return np.stack(planes).astype(np.uint8)
 
     def contact_zone(self, window: Window) -> np.ndarray:
         """Pixels within ``contact_radius_px`` of a wall two whole footprints share: the gap the
@@ -456,22 +500,23 @@ class SceneRegion:
             rows = min(_STRIP_ROWS, self.split_row - top)
             data, valid = self.windows.read(Window(0, top, width, rows))
             self.image[:, top:top + rows], self.valid[top:top + rows] = data, valid
-        self.mask = self.rasterise(Window(0, 0, width, self.split_row))
+        self.mask = self.targets(Window(0, 0, width, self.split_row))
         if self.contact_weight > 0:
             self.zone = self.contact_zone(Window(0, 0, width, self.split_row))
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, ...]:
-        """(image on the model's scale (bands, h, w), mask (h, w) uint8, valid (h, w) bool, loss
-        weight (h, w) float32: 0 off the valid pixels, 1 + ``contact_weight`` in the contact
-        zone) of a model-grid crop, turned by the plan's quarter turns (h and w swap when odd)."""
+        """(image on the model's scale (bands, h, w), mask (h, w) uint8 (a model with several
+        outputs: its :meth:`targets`, (outputs, h, w)), valid (h, w) bool, loss weight (h, w)
+        float32: 0 off the valid pixels, 1 + ``contact_weight`` in the contact zone) of a
+        model-grid crop, turned by the plan's quarter turns (h and w swap when odd)."""
         window = Window(col, row, width, height)
         if self.image is not None:
             rows, cols = slice(row, row + height), slice(col, col + width)
-            image, mask, valid = self.image[:, rows, cols].copy(), self.mask[rows, cols], self.valid[rows, cols]
+            image, mask, valid = self.image[:, rows, cols].copy(), self.mask[..., rows, cols], self.valid[rows, cols]
             zone = self.zone[rows, cols] if self.zone is not None else None
         else:
             image, valid = self.windows.read(window)
-            mask = self.rasterise(window)
+            mask = self.targets(window)
             zone = self.contact_zone(window) if self.contact_weight > 0 else None
         weight = valid.astype(np.float32)
         if zone is not None:
@@ -530,7 +575,8 @@ class TrainingData:
                                   f"validation share to at least {INPUT_MULTIPLE_PX / grid.height:.2f} or set it to 0.")
             footprints = load_footprints(label_source, RasterInfo.of(dataset), name, feedback)
             regions.append(SceneRegion(dataset, path, plan, footprints, split_row, options.label_min_area_m2,
-                                       options.label_erosion_m or 0.0, options.contact_weight))
+                                       options.label_erosion_m or 0.0, options.contact_weight,
+                                       tuple(options.outputs)))
         _refuse_empty_labels(regions, labels)
         total_mb = sum(r.cache_bytes for r in regions) / 2 ** 20
         cached = total_mb <= options.cache_limit_mb
@@ -575,19 +621,20 @@ class TrainingData:
         row = int(rng.integers(0, region.split_row - height + 1))
         col = int(rng.integers(0, region.grid.width - width + 1))
         arrays = region.read(row, col, height, width)
-        shape = arrays[1].shape
+        shape = arrays[2].shape
         if shape != (tile, tile):
             pad = ((0, tile - shape[0]), (0, tile - shape[1]))
-            arrays = (np.pad(arrays[0], ((0, 0),) + pad),) + tuple(np.pad(a, pad) for a in arrays[1:])
+            arrays = tuple(np.pad(a, ((0, 0),) * (a.ndim - 2) + pad) for a in arrays)
         if self.flip_axis is not None and rng.random() < 0.5:
             arrays = tuple(np.flip(a, self.flip_axis) for a in arrays)
         return arrays
 
     def sample_batch(self, rng: np.random.Generator, batch_size: int, settings: ModelSettings):
-        """(normalised images (B, bands, T, T), masks (B, 1, T, T), loss weights (B, 1, T, T)), float32."""
+        """(normalised images (B, bands, T, T), masks (B, outputs, T, T), loss weights (B, 1, T, T)), float32."""
         tiles = [self.sample_tile(rng) for _ in range(batch_size)]
         images = normalise(np.stack([t[0] for t in tiles]).astype(np.float32, copy=False), settings)
-        masks = np.stack([t[1] for t in tiles])[:, None].astype(np.float32)
+        masks = np.stack([t[1] for t in tiles])
+        masks = (masks[:, None] if masks.ndim == 3 else masks).astype(np.float32)
         weights = np.stack([t[3] for t in tiles])[:, None].astype(np.float32, copy=False)
         return images, masks, weights
 
@@ -625,6 +672,17 @@ def dice_focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Te
     p_true = probability * target + (1 - probability) * (1 - target)
     focal = ((1 - p_true) ** gamma * bce * weight).sum() / valid.sum().clamp_min(1.0)
     return dice + focal_weight * focal
+
+
+def outputs_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                 focal_weight: float = 10.0, gamma: float = 2.0) -> torch.Tensor:
+    """The recipe's loss on every output channel, summed: one channel is exactly
+    :func:`dice_focal_loss`; edge and contact add their own terms (dice per channel, so a
+    sparse edge or contact target is not drowned by the footprints)."""
+    if logits.shape[1] == 1:
+        return dice_focal_loss(logits, targets, weight, focal_weight, gamma)
+    return sum(dice_focal_loss(logits[:, c:c + 1], targets[:, c:c + 1], weight, focal_weight, gamma)
+               for c in range(logits.shape[1]))
 
 
 # ---------------------------------------------------------------- validation
@@ -705,6 +763,25 @@ def resume_settings(path) -> ModelSettings:
     return ModelSettings.from_dict(_load_resume(Path(path))["settings"])
 
 
+def with_outputs(model: UNet11, settings: ModelSettings, outputs: tuple[str, ...], feedback: Feedback) -> UNet11:
+    """The initial model with the run's output channels: itself when they match; a one-channel
+    model gains fresh edge and contact channels (its footprint channel and everything below
+    kept), so the bundled model can be fine-tuned into an instance-aware one."""
+    if tuple(settings.outputs) == outputs or settings.out_channels == len(outputs) == 1:
+        return model
+    if settings.out_channels != 1:
+        raise TrainingError(f"The initial model's outputs are {', '.join(settings.outputs)}, not "
+                            f"{', '.join(outputs)}: train with its outputs or start from a one-channel model.")
+    widened = UNet11(in_channels=model.in_channels, width=model.width, out_channels=len(outputs))
+    state = model.state_dict()
+    final_weight, final_bias = widened.final.weight.detach().clone(), widened.final.bias.detach().clone()
+    final_weight[0], final_bias[0] = state["final.weight"][0], state["final.bias"][0]
+    state.update({"final.weight": final_weight, "final.bias": final_bias})
+    widened.load_state_dict(state, strict=True)
+    feedback.info(f"The initial model's footprint channel is kept; {', '.join(outputs[1:])} start afresh.")
+    return widened
+
+
 def _load_initial_model(initial_model: str) -> tuple[UNet11, ModelSettings]:
     """The checkpoint to fine-tune ("bundled": the plugin's own model)."""
     if initial_model == BUNDLED:
@@ -734,6 +811,7 @@ def _base_settings(data: TrainingData, options: TrainingOptions, initial: ModelS
         feedback.info(f"Per-band normalisation on {settings.input_scale} values: mean "
                       + ", ".join(f"{m:.3f}" for m in mean) + "; std " + ", ".join(f"{s:.3f}" for s in std))
     return replace(settings, architecture="UNet11", width=model.width, threshold=options.threshold,
+                   outputs=tuple(options.outputs),
                    min_area_m2=options.label_min_area_m2, grow_m=options.label_erosion_m or 0.0, flip_average=False,
                    rotate_180=False, description=_describe_data(data, options),
                    extra=dict(normalisation=normalisation))
@@ -757,6 +835,8 @@ def _checkpoint_settings(base: ModelSettings, record: EpochRecord, options: Trai
                       + (f", focal x {1 + options.contact_weight:g} where touching buildings meet"
                          if options.contact_weight > 0 else ""),
                  contact_weight=options.contact_weight)
+    if len(base.outputs) > 1:
+        extra.update(edge_width_px=EDGE_WIDTH_PX)
     return replace(base, extra=extra)
 
 
@@ -831,19 +911,21 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                 feedback.warning(f"Model pixel size {options.pixel_size_m:g} m differs from the initial model's "
                                  f"({initial_settings.pixel_size_m:g} m): the model has to relearn building sizes.")
         options = replace(options, label_erosion_m=_label_erosion(options, resume_state, initial_settings, feedback))
+        if resume_state is not None:  # the resumed model's channels, whatever the options say
+            options = replace(options, outputs=start.outputs)
         data = TrainingData.open(rasters, labels, options, start, stack, feedback, resumed=resume_state is not None)
         _warn_if_specks_would_pass(data, options, feedback)
 
         if resume_state is not None:
             base = start
-            model = UNet11(in_channels=base.bands, width=base.width)
+            model = UNet11(in_channels=base.bands, width=base.width, out_channels=base.out_channels)
             model.load_state_dict(resume_state["state_dict"], strict=True)
         else:
             if initial_model is None:
                 torch.manual_seed(options.seed)
-                model = UNet11(in_channels=data.bands, width=options.width)
+                model = UNet11(in_channels=data.bands, width=options.width, out_channels=len(options.outputs))
             else:
-                model = initial_model
+                model = with_outputs(initial_model, initial_settings, tuple(options.outputs), feedback)
                 if initial_settings.width != options.width:
                     feedback.info(f"Width {initial_settings.width:g} comes from the initial model "
                                   f"(not {options.width:g}).")
@@ -894,7 +976,7 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                 w = torch.from_numpy(weights).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits = model(x)
-                loss = dice_focal_loss(logits, y, w, options.focal_weight, options.focal_gamma)
+                loss = outputs_loss(logits, y, w, options.focal_weight, options.focal_gamma)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"The loss became {loss.item()} in epoch {epoch}, step {step + 1}; "
                                              f"lower the learning rate (now {options.learning_rate:g}).")

@@ -2,16 +2,22 @@
 metadata, while the bare SN6 file and the bundled model load and run exactly as before."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from sn6_footprints.core.bundled import bundled_model_path
+from sn6_footprints.core.feedback import Feedback
 from sn6_footprints.core.model import UNet11
 from sn6_footprints.core.settings import ModelSettings
+from sn6_footprints.core.training import TrainingData, TrainingOptions, train_model, with_outputs
 from sn6_footprints.core.weights import WeightsError, inspect_model, load_model, save_model
 from tests.core.test_model_and_weights import sn6_baseline_state_dict
+from tests.core.test_training import write_labels
+from tests.helpers.models import boxes_scene, threshold_model, write_raster
 
 INSTANCE_OUTPUTS = ("body", "edge", "contact")
 
@@ -135,3 +141,50 @@ def test_bundled_model_loads_as_one_building_channel_and_gives_the_logits_it_gav
     assert logits.std().item() == pytest.approx(BUNDLED_PROBE_STD, rel=1e-4)
     for (row, col), value in BUNDLED_PROBE_PIXELS.items():
         assert logits[0, 0, row, col].item() == pytest.approx(value, rel=1e-4, abs=1e-4)
+
+
+# ---------------------------------------------------------------- training the extra channels
+
+def _pair_scene(folder):
+    """Two buildings sharing a wall at column 40 and one alone, on a 128 px box scene."""
+    boxes = [(20, 10, 44, 40), (20, 40, 44, 70), (60, 10, 80, 40)]
+    return write_raster(folder / "pair.tif", boxes_scene(128, 128, boxes)), write_labels(folder / "pair.gpkg", boxes)
+
+
+def test_training_targets_hold_the_mask_an_edge_band_and_the_contact_between_touching_buildings(tmp_path):
+    raster, labels = _pair_scene(tmp_path)
+    options = TrainingOptions(width=1 / 16, tile_size_px=64, validation_share=0.25, label_erosion_m=0.0)
+    with ExitStack() as stack:
+        plain = TrainingData.open([raster], [labels], options, None, stack).regions[0]
+        region = TrainingData.open([raster], [labels], replace(options, outputs=INSTANCE_OUTPUTS), None,
+                                   stack).regions[0]
+        windowed = TrainingData.open([raster], [labels], replace(options, outputs=INSTANCE_OUTPUTS,
+                                                                 cache_limit_mb=0), None, stack).regions[0]
+        body, edge, contact = region.mask
+        assert plain.mask.shape == body.shape and (body == plain.mask).all()  # the footprint target is today's
+        assert edge[32, 10:12].all() and not edge[32, 12:38].any() and edge[32, 38:42].all()  # 2 px along outlines
+        assert not edge[32, 42:68].any() and edge[32, 68:70].all()
+        assert edge[60:62, 10:40].all() and not edge[64:76, 14:36].any()
+        assert contact[20:44, 39:41].all() and contact.sum() == 2 * 24  # the shared wall's two columns only
+        assert np.array_equal(windowed.read(8, 16, 64, 64)[1], region.read(8, 16, 64, 64)[1])
+
+
+def test_one_epoch_trains_a_three_output_model_and_saves_its_outputs(tmp_path):
+    raster, labels = _pair_scene(tmp_path)
+    options = TrainingOptions(width=1 / 16, tile_size_px=64, batch_size=2, epochs=1, steps_per_epoch=2,
+                              learning_rate=1e-3, validation_share=0, outputs=INSTANCE_OUTPUTS)
+    result = train_model([raster], [labels], tmp_path / "instances.pt", options)
+    assert np.isfinite(result.history[0].loss)
+    model, settings = load_model(tmp_path / "instances.pt")
+    assert settings.outputs == INSTANCE_OUTPUTS and model.out_channels == 3 and settings.splits_instances
+    assert settings.extra["edge_width_px"] == 2
+    with pytest.raises(ValueError, match="first output is 'edge'"):
+        train_model([raster], [labels], tmp_path / "x.pt", replace(options, outputs=("edge", "body")))
+
+
+def test_a_one_channel_initial_model_gains_extra_channels_and_keeps_its_footprint_logits():
+    model = threshold_model()
+    widened = with_outputs(model, ModelSettings(width=model.width), INSTANCE_OUTPUTS, Feedback())
+    assert widened.out_channels == 3
+    with torch.no_grad():
+        assert torch.equal(widened(probe())[:, :1], model(probe()))
