@@ -48,6 +48,7 @@ class ExtractionOptions:
     probability_path: str | None = None  # also write the blended probability raster here (GeoTIFF)
     probability_format: str = "float32"  # float32 (0-1, nodata -1) or uint8 (round(p*254), nodata 255)
     preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step (PRESETS)
+    tta_scales: tuple[float, ...] = ()  # multi-scale test-time augmentation, e.g. (0.8, 1.0, 1.25); (): none
     reader_threads: int | None = None  # threads reading windows ahead of the model; None: 1 on a CPU, up to 4 on CUDA
 
 
@@ -175,12 +176,16 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     feedback.info(f"PyTorch {torch_versions()}")
     predictor = Predictor(model, device, quarter_turns=turns,
                           flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None,
-                          precision="float32" if exact else options.precision)
+                          precision="float32" if exact else options.precision,
+                          scales=() if exact else tuple(options.tta_scales))
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
                   f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
                   f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
                   f"{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
+    if len(predictor.scales) > 1 or predictor.scales[0] != 1.0:
+        feedback.info(f"Multi-scale test-time augmentation at scales {', '.join(f'{s:g}' for s in predictor.scales)}: "
+                      f"{predictor.passes_per_tile:.1f}x the model's compute of one plain pass per tile")
     if predictor.precision_note:
         feedback.warning(f"Precision {options.precision}: {predictor.precision_note}")
     seconds["load"] = time.perf_counter() - started

@@ -249,10 +249,23 @@ class ExtractionPlan:
     input_plan: object = None   # reading.InputPlan: bands, scale, look direction and grid
 
 
+TTA_SCALE_RANGE = (0.5, 2.0)  # beyond: buildings the model never saw at that size
+
+
+def check_tta_scales(scales) -> None:
+    """Test-time scales: each finite within TTA_SCALE_RANGE, none twice."""
+    low, high = TTA_SCALE_RANGE
+    for scale in scales:
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and low <= scale <= high):
+            raise ValidationError(f"Test-time scale {scale} is outside {low:g}-{high:g}; use for example 0.8,1,1.25.")
+    if len(set(scales)) != len(scales):
+        raise ValidationError(f"Test-time scales {','.join(f'{s:g}' for s in scales)} repeat a scale; give each once.")
+
+
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
                         simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4, input_options=None,
                         probability=None, probability_format="float32", precision="auto", preset=DEFAULT_PRESET,
-                        feedback: Feedback | None = None) -> ExtractionPlan:
+                        tta_scales=(), feedback: Feedback | None = None) -> ExtractionPlan:
     """Everything ``extract`` needs, checked before the model loads (the checks that need
     torch, of the model file, last); ``probability``: the optional probability raster output;
     ``preset``: one of ``defaults.PRESETS`` (sn6-exact needs a grid of 512 x 512 px or more)."""
@@ -262,6 +275,7 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
     check_range("Minimum building area", min_area_m2, at_least=0, hint="m², e.g. 20")
     check_range("Simplification tolerance", simplify, at_least=0, hint="metres, 0 keeps the pixel outline")
     check_tiling(tile_size_px, overlap_px, batch_size, feedback)
+    check_tta_scales(tta_scales)
     info = check_raster(raster)
     if truth is not None and str(truth) != "":
         check_vector_input(truth, "ground-truth file")

@@ -9,7 +9,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSink, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString)
 
 from ..defaults import PRECISION_CHOICES as PRECISIONS, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2
 from .base import SCORE_OUTPUTS, Sn6Algorithm
@@ -84,6 +85,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     PROBABILITY_FORMAT = "PROBABILITY_FORMAT"
     INFERENCE_PRECISION = "INFERENCE_PRECISION"  # PRECISION is the score output
     PRESET = "PRESET"
+    TTA_SCALES = "TTA_SCALES"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     BUILDING_COUNT = "BUILDING_COUNT"
@@ -134,6 +136,10 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
                                        options=list(PRECISION_CHOICES), defaultValue=0, optional=True),
             QgsProcessingParameterEnum(self.PRESET, self.tr("Preset"), options=list(PRESET_CHOICES), defaultValue=0,
                                        optional=True),  # optional: models saved before it still validate
+            QgsProcessingParameterString(self.TTA_SCALES,
+                                         self.tr("Test-time scales (e.g. 0.8,1,1.25; empty: none; about "
+                                                 "sum of scale² times the compute)"),
+                                         defaultValue="", optional=True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -221,6 +227,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
              PROBABILITY_FORMATS[self.parameterAsEnum(parameters, self.PROBABILITY_FORMAT, context)]),
             ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.INFERENCE_PRECISION, context)]),
             ("--preset", PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]),
+            ("--tta-scales", (self.parameterAsString(parameters, self.TTA_SCALES, context) or "").replace(" ", "")),
         ]) + input_arguments(self, parameters, context)
 
     def _probability_path(self, parameters, context) -> str | None:

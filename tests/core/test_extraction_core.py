@@ -239,3 +239,28 @@ def test_tiles_without_a_valid_pixel_are_skipped_and_the_buildings_stay_the_same
     # tiles start at columns 0, 48, 96, 144, 192 and rows 0, 48, 96, 136: the first two columns are all nodata
     assert len(skipped) == 1 and skipped[0].startswith("8 of 20 tiles")
     assert as_set(result) == as_set(clean) and len(result) == 2
+
+
+def test_multi_scale_tta_keeps_the_buildings_and_logs_its_cost(tmp_path, model_path):
+    """The threshold model answers pixel by pixel, so resizing a tile and back moves only the
+    outlines' edge pixels: the same buildings, nearly the same outlines."""
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    log = InfoLog()
+    plain = run(raster, model_path)
+    scaled = extract_footprints(raster, ExtractionOptions(model_path=str(model_path), tiling=TilingOptions(64, 16, 3),
+                                                          simplify_m=0, tta_scales=(0.8, 1.0, 1.25)), log)
+    assert len(scaled) == len(plain) == len(BOXES)
+    by_place = lambda result: sorted(result.geometries, key=lambda g: g.bounds)  # noqa: E731
+    for a, b in zip(by_place(plain), by_place(scaled)):
+        assert a.intersection(b).area / a.union(b).area > 0.85
+    cost = [line for line in log.lines if line.startswith("Multi-scale test-time augmentation at scales 0.8, 1, 1.25")]
+    assert cost and "3.2x the model's compute" in cost[0], log.lines  # 0.66 + 1 + 1.56 (416, 512, 640 px)
+
+
+@pytest.mark.parametrize("scales, message", [((3.0,), "outside 0.5-2"), ((1.0, 1.0), "repeat a scale")])
+def test_bad_tta_scales_are_refused_before_any_work(tmp_path, model_path, scales, message):
+    from sn6_footprints.core.validation import ValidationError, validate_extraction
+
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(40, 40, []))
+    with pytest.raises(ValidationError, match=message):
+        validate_extraction(raster, tmp_path / "o.gpkg", model=str(model_path), tta_scales=scales)

@@ -256,12 +256,12 @@ def test_cli_sigterm_mid_run_leaves_no_temporary_files(scene, model, tmp_path):
     tmp.mkdir(), out.mkdir()
     process = subprocess.Popen(  # a fixed interpreter, list arguments, no shell
         [sys.executable, "-m", "sn6_footprints", "extract", str(big), str(out / "fp.gpkg"), "--model", str(model),
-         "--tile-size", "64", "--overlap", "32", "--batch-size", "1"],
+         "--tile-size", "64", "--overlap", "32", "--batch-size", "1", "--probability", str(out / "p.tif")],
         cwd=REPO_ROOT, env=cli_environ(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:  # wait until the inference runs (its probability raster exists)
+    for line in process.stderr:  # wait until the inference runs (its partial probability raster exists)
         if line.strip().startswith("10 %"):
             break
-    assert any(tmp.rglob("probability.tif")), "the probability raster should exist mid-run"
+    assert any(out.glob(".p.tif.*.partial.tif")), "the partial probability raster should exist mid-run"
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=30)
     assert process.returncode == 130, rest

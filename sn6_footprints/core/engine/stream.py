@@ -269,11 +269,12 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
     stats = EngineStats(tiles=len(windows))
     stop = threading.Event()
     depth = max(2, options.batch_size)
-    readers = _Readers(raster_path, plan, settings, windows, max(1, reader_threads), depth, stop, stats)
-    sink = _Sink(consumers, 2, stop, stats)
     buffer = _BlendBuffer(grid.width, overlap)
     started = time.perf_counter()
-    try:
+    readers = sink = None
+    try:  # threads start inside: a cancel (a signal) arriving at any point stops them all
+        readers = _Readers(raster_path, plan, settings, windows, max(1, reader_threads), depth, stop, stats)
+        sink = _Sink(consumers, 2, stop, stats)
         done, row = 0, 0
         for batch in _batches(iter(readers), options.batch_size):
             feedback.check_cancelled()
@@ -285,9 +286,9 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
                     sink.put(buffer.take(final_bottom[row]))
                     row += 1
                 done += 1
+                feedback.set_progress(100.0 * done / len(windows))  # per tile, as before batching
             stats.seconds["blend"] += time.perf_counter() - t0
             sink.raise_error()
-            feedback.set_progress(100.0 * done / len(windows))
         sink.finish()
     except _Stopped:  # another thread failed and stopped the run: its error, not the stop
         sink.raise_error()
@@ -295,7 +296,9 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
         raise
     finally:
         stop.set()
-        readers.join()
-        sink.thread.join(timeout=5)
+        if readers is not None:
+            readers.join()
+        if sink is not None:
+            sink.thread.join(timeout=5)
     stats.seconds["engine"] = time.perf_counter() - started
     return stats
