@@ -581,8 +581,8 @@ class Installer:
             "python": str(python),
             "verified": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": {key: versions.get(key) for key in
-                         ("python", "torch", "rasterio", "gdal", "shapely", "numpy", "scipy", "geos",
-                          "pyogrio", "pyogrio_gdal")},
+                         ("python", "torch", "rasterio", "gdal", "shapely", "numpy", "scipy", "skimage",
+                          "geos", "pyogrio", "pyogrio_gdal")},
             "cuda": bool(report.get("cuda")),
             "cuda_device": report.get("cuda_device"),
             "torch_cuda": report.get("torch_cuda"),
@@ -678,12 +678,12 @@ CORE_STEP = "sn6_footprints.core"
 VERIFY_SCRIPT = r'''
 import importlib, json, os, platform, sys
 out = {"versions": {"python": platform.python_version()}, "missing": {}, "broken": {}}
-WORKER_MODULES = ("extract", "vector_io", "scoring", "simulation", "training")
+WORKER_MODULES = ("extract", "vector_io", "scoring", "simulation", "training", "postprocessing.instances")
 def done():
     print("@sn6-verify " + json.dumps(out, default=str), flush=True)
     sys.exit(0)
 modules = {}
-for name in ("numpy", "scipy", "torch", "rasterio", "shapely", "pyogrio"):
+for name in ("numpy", "scipy", "skimage", "torch", "rasterio", "shapely", "pyogrio"):
     try:
         modules[name] = importlib.import_module(name)
         out["versions"][name] = getattr(modules[name], "__version__", None)
