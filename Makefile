@@ -70,6 +70,7 @@ test-core: setup
 	$(PY) -m pytest -q tests/core
 
 bench: setup
+	$(PY) bench/bench_engine.py $${BENCH_ENGINE_ARGS:---quick --markdown}
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_precision.py
 	$(PY) bench/bench_worker_overhead.py
