@@ -115,7 +115,12 @@ def child(args) -> dict:
 
     model, settings = load_model(args.model)
     device = resolve_device(args.device)
-    predictor = Predictor(model, device, precision=args.precision)
+    from sn6_footprints.core.raster_windows import look_preserving_flip_axis
+
+    # the same passes per tile as the engine runs with the model's settings (flip averaging
+    # doubles them), so the floor is the engine's own model work
+    flip_axis = look_preserving_flip_axis(settings.look_direction) if settings.flip_average else None
+    predictor = Predictor(model, device, precision=args.precision, flip_axis=flip_axis)
     _warm_up(model, predictor, device)          # oneDNN / cuDNN pick their kernels
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out: dict = {"path": args.child, "stages": {}}

@@ -116,7 +116,7 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
     raster when asked), on the sink thread while the model runs; no temporary raster."""
     grid = plan.grid
     vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
-    collector = BlobCollector(grid.height, vectorize.threshold)
+    collector = BlobCollector.for_options(grid, vectorize)
     targets = [(deliver_path, options.probability_format)] if deliver_path is not None else []
     crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
     with probability_rasters(targets, grid, crs) as rasters:

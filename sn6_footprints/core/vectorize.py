@@ -49,8 +49,14 @@ class VectorizeOptions:
 
 
 def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
-                   top_is_border: bool, bottom_is_border: bool) -> list[Blob]:
-    """The 4-connected blobs above ``threshold`` in one strip, in full-raster pixel coordinates."""
+                   top_is_border: bool, bottom_is_border: bool, min_box_px: float = 0.0,
+                   grow_px: float = 0.0) -> list[Blob]:
+    """The 4-connected blobs above ``threshold`` in one strip, in full-raster pixel coordinates.
+
+    A blob inside the strip whose grown bounding box is under ``min_box_px`` cannot become a
+    footprint (:func:`polygons_from_blobs` drops it by the same bound), so it is dropped here,
+    before polygonising: speckle (a noisy model makes thousands of such blobs a strip) costs
+    one label, not one polygon. Blobs on a strip border are kept: they may continue."""
     mask = probability > threshold
     labels, count = ndimage.label(mask, structure=FOUR_CONNECTED)
     if count == 0:
@@ -63,6 +69,12 @@ def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
         touches[labels[0]] = True
     if bottom_is_border:
         touches[labels[-1]] = True
+    if min_box_px > 0:
+        boxes = ndimage.find_objects(labels)
+        grown = np.array([(b[0].stop - b[0].start + 2 * grow_px) * (b[1].stop - b[1].start + 2 * grow_px)
+                          for b in boxes])
+        keep = np.concatenate([[False], (grown >= min_box_px) | touches[1:]])
+        mask = keep[labels]
     blobs = []
     for geometry, value in shapes(labels.astype(np.int32), mask=mask, connectivity=4,
                                   transform=Affine.translation(0, row_offset)):
@@ -114,14 +126,20 @@ class BlobCollector:
     """The blobs of strips handed over top to bottom (blended rows as the engine finishes them,
     or strips read from a probability raster); merged across strip borders at the end."""
 
-    def __init__(self, height: int, threshold: float):
+    def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0):
         self.height, self.threshold = height, threshold
+        self.min_box_px, self.grow_px = min_box_px, grow_px  # see :func:`blobs_in_strip`
         self.blobs: list[Blob] = []
+
+    @classmethod
+    def for_options(cls, info: ModelGrid, options: "VectorizeOptions") -> "BlobCollector":
+        return cls(info.height, options.threshold, options.min_area_m2 / info.pixel_area_m2, options.grow_px)
 
     def add_strip(self, probability: np.ndarray, top: int) -> None:
         bottom = top + probability.shape[0]
-        self.blobs += blobs_in_strip(probability, top, self.threshold,
-                                     top_is_border=top > 0, bottom_is_border=bottom < self.height)
+        self.blobs += blobs_in_strip(probability, top, self.threshold, top_is_border=top > 0,
+                                     bottom_is_border=bottom < self.height, min_box_px=self.min_box_px,
+                                     grow_px=self.grow_px)
 
     def add(self, rows) -> None:
         """A :class:`~.engine.stream.BlendedRows` (0 where invalid, so nodata is never a building)."""
@@ -137,7 +155,7 @@ def vectorize_probabilities(probability_path, info: ModelGrid, options: Vectoriz
     """(polygons in the raster's CRS, attribute columns id/area_m2/confidence) of a probability
     raster on the model grid, read strip by strip."""
     feedback = feedback or Feedback()
-    collector = BlobCollector(info.height, options.threshold)
+    collector = BlobCollector.for_options(info, options)
     with rasterio.open(probability_path) as dataset:
         for top in range(0, info.height, options.strip_height_px):
             feedback.check_cancelled()

@@ -264,3 +264,28 @@ def test_bad_tta_scales_are_refused_before_any_work(tmp_path, model_path, scales
     raster = write_raster(tmp_path / "r.tif", boxes_scene(40, 40, []))
     with pytest.raises(ValidationError, match=message):
         validate_extraction(raster, tmp_path / "o.gpkg", model=str(model_path), tta_scales=scales)
+
+
+def test_speckle_dropped_before_polygonising_gives_the_same_footprints(tmp_path):
+    """Blobs too small to become footprints are dropped at the label stage; what remains is
+    exactly what polygonising everything and filtering afterwards gives (strips included)."""
+    from sn6_footprints.core.vectorize import BlobCollector, merge_across_strips, polygons_from_blobs
+
+    rng = np.random.default_rng(5)
+    probability = (rng.random((120, 150)) > 0.55).astype(np.float32)
+    probability[10:40, 10:60] = 1.0  # one real building among the speckle
+    path = write_raster(tmp_path / "p.tif", probability[None])
+    with rasterio.open(path) as ds:
+        info = RasterInfo.of(ds)
+    options = VectorizeOptions(0.5, 12.0, 0.0, strip_height_px=50, grow_px=1.0)
+    unfiltered = BlobCollector(info.height, 0.5)
+    for top in range(0, info.height, 50):
+        unfiltered.add_strip(probability[top:top + 50], top)
+    expected = polygons_from_blobs(merge_across_strips(unfiltered.blobs), info, options)
+    filtered = vectorize_probabilities(path, info, options)
+    assert len(filtered[0]) == len(expected[0]) >= 1
+    assert [g.wkt for g in filtered[0]] == [g.wkt for g in expected[0]]
+    assert filtered[1] == expected[1]
+    prefiltered = BlobCollector.for_options(info, options)
+    prefiltered.add_strip(probability[50:100], 50)
+    assert len(prefiltered.blobs) < len([b for b in unfiltered.blobs if 50 <= b.polygon.bounds[1] < 100]) / 3
