@@ -41,7 +41,7 @@ from .tiling import tile_starts
 
 MIN_BLOB_PX = 80          # the baseline's small-object removal, 4-connected pixels
 SIMPLIFY_PX = 0.5         # its simplification tolerance, in pixels
-BATCH_WINDOWS = 4         # windows per forward pass (an SN6 tile's four in one)
+BATCH_WINDOWS = 4         # windows per forward pass by default (an SN6 tile's four in one)
 CONFIDENCE = 1.0          # the baseline's CSV gives every polygon confidence 1
 
 PRESET_NOTE = ("Preset SpaceNet 6 baseline (exact): 512 px windows stepped by 512, the last snapped to the edge, "
@@ -98,7 +98,7 @@ class _Blobs:
         self.polygons: list = []
         self.small = 0                                  # blobs removed for being under 80 px
 
-    def add(self, mask_rows: np.ndarray) -> None:
+    def add(self, mask_rows: np.ndarray, feedback: Feedback) -> None:
         band = mask_rows if self.kept is None else np.vstack([self.kept, mask_rows])
         bottom = self.top + band.shape[0]
         labels, count = ndimage.label(band, structure=FOUR_CONNECTED)
@@ -114,6 +114,8 @@ class _Blobs:
             if sizes[label] < MIN_BLOB_PX:
                 self.small += 1
                 continue
+            if len(self.polygons) % 256 == 0:
+                feedback.check_cancelled()  # a large blob's buffer(0) can take seconds
             rows, cols = where
             blob = labels[where] == label
             origin = Affine.translation(cols.start, self.top + rows.start)
@@ -130,10 +132,12 @@ class _Blobs:
 
 def sn6_exact_footprints(raster_path, predictor: Predictor, settings: ModelSettings, plan: InputPlan,
                          feedback: Feedback | None = None, deliver_path=None,
-                         deliver_format: str = "float32") -> tuple[list, dict[str, list], dict[str, float]]:
+                         deliver_format: str = "float32", batch_size: int = BATCH_WINDOWS
+                         ) -> tuple[list, dict[str, list], dict[str, float]]:
     """(polygons in the raster's CRS, columns id/area_m2/confidence, seconds per stage) by the
     baseline's steps over the plan's model grid; with ``deliver_path`` the probability raster
     (the sigmoid of the mean logits) is written there too, as :mod:`.probabilities` writes it.
+    ``batch_size``: windows per forward pass (it changes only the last bits of float32 logits).
 
     Nodata: a pixel the plan marks invalid reaches the model as 0 on its scale (SN6's own
     nodata value, as the baseline fed it) and every window is run, so the valid pixels' logits
@@ -175,11 +179,11 @@ def sn6_exact_footprints(raster_path, predictor: Predictor, settings: ModelSetti
                     logit_sum = np.vstack([logit_sum, np.zeros((grow, grid.width), np.float64)])
                     counts = np.vstack([counts, np.zeros((grow, grid.width), np.uint8)])
                     valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
-                for first in range(0, len(col_starts), BATCH_WINDOWS):
+                for first in range(0, len(col_starts), batch_size):
                     feedback.check_cancelled()
                     t0 = time.perf_counter()
                     windows = [Window(col, row, SN6_WINDOW_PX, SN6_WINDOW_PX)
-                               for col in col_starts[first:first + BATCH_WINDOWS]]
+                               for col in col_starts[first:first + batch_size]]
                     tiles, valids = [], []
                     for window in windows:
                         data, valid = reader.read(window)
@@ -205,7 +209,7 @@ def sn6_exact_footprints(raster_path, predictor: Predictor, settings: ModelSetti
                 mean_logit = logit_sum[:n] / counts[:n]   # every pixel lies in at least one window
                 mask = (mean_logit > 0) & valid_any[:n]
                 t1 = time.perf_counter()
-                blobs.add(mask)
+                blobs.add(mask, feedback)
                 t2 = time.perf_counter()
                 if delivered is not None:
                     probability = expit(mean_logit).astype(np.float32)
