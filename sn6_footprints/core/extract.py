@@ -178,10 +178,11 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                           flip_axis=look_preserving_flip_axis(settings.look_direction) if flip_average else None,
                           precision="float32" if exact else options.precision,
                           scales=() if exact else tuple(options.tta_scales))
+    windows = ("the SpaceNet 6 baseline's 512 px windows stepped by 512" if exact else
+               f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px")
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
                   f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
-                  f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px"
-                  f"{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
+                  f"{windows}{f', turned {90 * turns}° counter-clockwise' if turns else ''}"
                   f"{', averaged with a flipped copy' if flip_average else ''}")
     if len(predictor.scales) > 1 or predictor.scales[0] != 1.0:
         feedback.info(f"Multi-scale test-time augmentation at scales {', '.join(f'{s:g}' for s in predictor.scales)}: "
@@ -196,7 +197,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             from .engine.sn6_exact import sn6_exact_footprints
             geometries, attributes, stage_seconds = sn6_exact_footprints(
                 raster_path, predictor, settings, plan, feedback, deliver_path=partial,
-                deliver_format=options.probability_format)
+                deliver_format=options.probability_format, batch_size=options.tiling.batch_size)
             seconds.update(stage_seconds)
         else:
             geometries, attributes = _engine_footprints(raster_path, predictor, settings, plan, info, options,
