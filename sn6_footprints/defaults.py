@@ -17,3 +17,13 @@ DEFAULT_LABEL_EROSION_M = 1.0
 DEFAULT_PRESET = "default"
 SN6_EXACT_PRESET = "sn6-exact"
 PRESETS = (DEFAULT_PRESET, SN6_EXACT_PRESET)
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """Test-time scales as typed in the CLI or the dialog ("0.8, 1, 1.25"); ValueError with the
+    sentence to show when it is not a list of numbers (the range is checked with the rest)."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"Test-time scales {text!r} are not a comma-separated list of numbers; "
+                         "use for example 0.8,1,1.25 (empty: none).") from None

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from . import finish
-from ..defaults import DEFAULT_PRESET, PRECISION_CHOICES, PRESETS, PROBABILITY_FORMATS
+from ..defaults import DEFAULT_PRESET, PRECISION_CHOICES, PRESETS, PROBABILITY_FORMATS, parse_scales
 from .input_arguments import add_input_arguments, input_options
 
 CHOICE = {"model": None, "yes": True, "no": False}  # "model": the checkpoint's own setting
@@ -65,10 +65,9 @@ def add_parser(subparsers) -> None:
 
 def _scales(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, "
-                                         "e.g. 0.8,1,1.25") from None
+        return parse_scales(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args) -> int:

@@ -12,7 +12,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
-from ..defaults import PRECISION_CHOICES as PRECISIONS, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2
+from ..defaults import PRECISION_CHOICES as PRECISIONS, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2, parse_scales
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
@@ -244,8 +244,15 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         return path
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
-        """Processing's own checks, without loading a raster file as a layer (no .aux.xml)."""
-        return super().checkParameterValues(raster_paths_unloaded(parameters, self.INPUT, context), context)
+        """Processing's own checks, without loading a raster file as a layer (no .aux.xml); the
+        test-time scales must read as numbers (their range is checked by the worker's validation)."""
+        ok, message = super().checkParameterValues(raster_paths_unloaded(parameters, self.INPUT, context), context)
+        if ok:
+            try:
+                parse_scales(self.parameterAsString(parameters, self.TTA_SCALES, context) or "")
+            except ValueError as exc:
+                return False, self.tr(str(exc))
+        return ok, message
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
         dest_id = getattr(self, "_dest_id", None)

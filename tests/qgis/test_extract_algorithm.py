@@ -7,7 +7,8 @@ import numpy as np
 import processing
 import pytest
 from affine import Affine
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils, QgsVectorLayer
+from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingParameterDefinition,
+                       QgsProcessingUtils, QgsVectorLayer)
 
 from tests.helpers.models import boxes_scene, write_raster
 from tests.helpers.processes import kill_worker_at_first_progress, worker_children
@@ -247,3 +248,16 @@ def test_db_and_complex_rasters_give_the_sn6_scale_footprints(plugin, tmp_path):
         counts[name] = run_extract(path, "", tmp_path / f"{name}.gpkg", feedback=feedback)["BUILDING_COUNT"]
     assert counts["sn6"] > 10
     assert abs(counts["db"] - counts["sn6"]) <= 1 and abs(counts["complex"] - counts["sn6"]) <= 1, counts
+
+
+def test_test_time_scales_run_through_the_worker_and_bad_ones_are_refused(plugin, skewed_scene, threshold_model_path,
+                                                                         tmp_path):
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert algorithm.parameterDefinition("TTA_SCALES").flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    result = run_extract(skewed_scene, threshold_model_path, tmp_path / "out.gpkg", TTA_SCALES="0.8, 1, 1.25")
+    assert result["BUILDING_COUNT"] == len(BOXES)
+    with pytest.raises(QgsProcessingException, match="Test-time scales '0.8,x' are not a comma-separated list"):
+        run_extract(skewed_scene, threshold_model_path, tmp_path / "bad.gpkg", TTA_SCALES="0.8,x")
+    with pytest.raises(QgsProcessingException, match="Test-time scale 3.0 is outside 0.5-2"):
+        run_extract(skewed_scene, threshold_model_path, tmp_path / "far.gpkg", TTA_SCALES="3")
+    assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "far.gpkg").exists()
