@@ -126,20 +126,35 @@ class BlobCollector:
     """The blobs of strips handed over top to bottom (blended rows as the engine finishes them,
     or strips read from a probability raster); merged across strip borders at the end."""
 
-    def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0):
+    def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0,
+                 finish=None):
         self.height, self.threshold = height, threshold
         self.min_box_px, self.grow_px = min_box_px, grow_px  # see :func:`blobs_in_strip`
+        # With ``finish`` (a blob -> finished footprint or None), a blob inside its strip is
+        # finished at once (on the engine's sink thread, while the model runs); only blobs on a
+        # strip border wait for the merge. Without it every blob is kept in ``blobs``.
+        self.finish = finish
         self.blobs: list[Blob] = []
+        self.finished: list = []
 
     @classmethod
     def for_options(cls, info: ModelGrid, options: "VectorizeOptions") -> "BlobCollector":
-        return cls(info.height, options.threshold, options.min_area_m2 / info.pixel_area_m2, options.grow_px)
+        return cls(info.height, options.threshold, options.min_area_m2 / info.pixel_area_m2, options.grow_px,
+                   finish=lambda blob: finished_footprint(blob, info, options))
 
     def add_strip(self, probability: np.ndarray, top: int) -> None:
         bottom = top + probability.shape[0]
-        self.blobs += blobs_in_strip(probability, top, self.threshold, top_is_border=top > 0,
-                                     bottom_is_border=bottom < self.height, min_box_px=self.min_box_px,
-                                     grow_px=self.grow_px)
+        blobs = blobs_in_strip(probability, top, self.threshold, top_is_border=top > 0,
+                               bottom_is_border=bottom < self.height, min_box_px=self.min_box_px,
+                               grow_px=self.grow_px)
+        if self.finish is None:
+            self.blobs += blobs
+            return
+        for blob in blobs:
+            if blob.touches_border:
+                self.blobs.append(blob)
+            elif (record := self.finish(blob)) is not None:
+                self.finished.append(record)
 
     def add(self, rows) -> None:
         """A :class:`~.engine.stream.BlendedRows` (0 where invalid, so nodata is never a building)."""
@@ -147,7 +162,17 @@ class BlobCollector:
 
     def polygons(self, info: ModelGrid, options: "VectorizeOptions",
                  feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-        return polygons_from_blobs(merge_across_strips(self.blobs), info, options, feedback)
+        """Every footprint: those finished as strips came and the merged border blobs."""
+        feedback = feedback or Feedback()
+        records = list(self.finished)
+        for number, blob in enumerate(merge_across_strips(self.blobs)):
+            if number % 256 == 0:
+                feedback.check_cancelled()
+            if (record := finished_footprint(blob, info, options)) is not None:
+                records.append(record)
+        feedback.check_cancelled()
+        feedback.set_progress(100.0)
+        return footprint_table(records)
 
 
 def vectorize_probabilities(probability_path, info: ModelGrid, options: VectorizeOptions = VectorizeOptions(),
@@ -166,32 +191,47 @@ def vectorize_probabilities(probability_path, info: ModelGrid, options: Vectoriz
     return collector.polygons(info, options, SubFeedback(feedback, 90, 100))
 
 
+def finished_footprint(blob: Blob, info: ModelGrid, options: VectorizeOptions):
+    """One blob -> (sort key, polygon in the raster's CRS, area m², confidence), or None when its
+    footprint is under the minimum area. Areas and the simplification tolerance are in metres
+    on the ground (the grid's pixel size)."""
+    min_pixels = options.min_area_m2 / info.pixel_area_m2
+    if _grown_box_area(blob.polygon, options.grow_px) < min_pixels:
+        return None
+    polygon = grown_outline(blob.polygon, options.grow_px)
+    if polygon.area < min_pixels:  # the size that counts is the footprint's, after growing
+        return None
+    # the same outline whatever the strips were: normalised (one start vertex, one
+    # orientation) and without the collinear vertices that merging leaves on strip borders,
+    # before and after the tolerance's simplification (whose result depends on both)
+    polygon = _canonical(polygon)
+    tolerance_px = options.simplify_m / info.pixel_size_m
+    if tolerance_px > 0:
+        polygon = _canonical(polygon.simplify(tolerance_px, preserve_topology=True))
+    t = info.transform
+    key = (blob.polygon.bounds[1], blob.polygon.bounds[0])
+    return (key, shapely.affinity.affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f]),
+            round(polygon.area * info.pixel_area_m2, 3), round(blob.probability_sum / blob.pixels, 6))
+
+
+def footprint_table(records: list) -> tuple[list, dict[str, list]]:
+    """Finished footprints, top to bottom then left to right, numbered from 1."""
+    records = sorted(records, key=lambda record: record[0])
+    return ([r[1] for r in records], {"id": list(range(1, len(records) + 1)), "area_m2": [r[2] for r in records],
+                                      "confidence": [r[3] for r in records]})
+
+
 def polygons_from_blobs(blobs: list[Blob], info: ModelGrid, options: VectorizeOptions,
                         feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-    """Merged blobs -> (polygons in the raster's CRS, attribute columns id/area_m2/confidence).
-    Areas and the simplification tolerance are in metres on the ground (the grid's pixel size)."""
+    """Merged blobs -> (polygons in the raster's CRS, attribute columns id/area_m2/confidence)."""
     feedback = feedback or Feedback()
-    min_pixels = options.min_area_m2 / info.pixel_area_m2
-    kept = sorted((b for b in blobs if _grown_box_area(b.polygon, options.grow_px) >= min_pixels),
-                  key=lambda b: (b.polygon.bounds[1], b.polygon.bounds[0]))
-    tolerance_px = options.simplify_m / info.pixel_size_m
-    t = info.transform
-    geometries, areas, confidences = [], [], []
-    for number, blob in enumerate(kept):
+    records = []
+    for number, blob in enumerate(blobs):
         if number % 256 == 0:
             feedback.check_cancelled()
-        polygon = grown_outline(blob.polygon, options.grow_px)
-        if polygon.area < min_pixels:  # the size that counts is the footprint's, after growing
-            continue
-        # the same outline whatever the strips were: normalised (one start vertex, one
-        # orientation) and without the collinear vertices that merging leaves on strip borders,
-        # before and after the tolerance's simplification (whose result depends on both)
-        polygon = _canonical(polygon)
-        if tolerance_px > 0:
-            polygon = _canonical(polygon.simplify(tolerance_px, preserve_topology=True))
-        areas.append(round(polygon.area * info.pixel_area_m2, 3))
-        geometries.append(shapely.affinity.affine_transform(polygon, [t.a, t.b, t.d, t.e, t.c, t.f]))
-        confidences.append(round(blob.probability_sum / blob.pixels, 6))
+        record = finished_footprint(blob, info, options)
+        if record is not None:
+            records.append(record)
     feedback.check_cancelled()
     feedback.set_progress(100.0)
-    return geometries, {"id": list(range(1, len(geometries) + 1)), "area_m2": areas, "confidence": confidences}
+    return footprint_table(records)
