@@ -27,7 +27,7 @@ from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
 from .settings import ModelSettings
-from .vectorize import BlobCollector, VectorizeOptions
+from .vectorize import BlobCollector, InstanceCollector, VectorizeOptions
 from .weights import load_model
 
 
@@ -116,7 +116,13 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
     raster when asked), on the sink thread while the model runs; no temporary raster."""
     grid = plan.grid
     vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
-    collector = BlobCollector.for_options(grid, vectorize)
+    if settings.splits_instances:
+        collector = InstanceCollector.for_settings(grid, vectorize, settings)
+        feedback.info(f"Touching buildings are split by a marker-based watershed on the model's "
+                      f"{', '.join(settings.outputs[1:])} output(s): seeds where body x (1 - contact) x (1 - edge) "
+                      f"> {settings.seed_threshold:g}, at least {settings.min_seed_area_m2:g} m²")
+    else:
+        collector = BlobCollector.for_options(grid, vectorize)
     targets = [(deliver_path, options.probability_format)] if deliver_path is not None else []
     crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
     with probability_rasters(targets, grid, crs) as rasters:

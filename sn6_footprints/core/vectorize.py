@@ -31,6 +31,7 @@ class Blob:
     pixels: int
     probability_sum: float
     touches_border: bool
+    label: int = 0  # its label in its strip (instances are matched across strip borders by label)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,17 @@ def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
     footprint (:func:`polygons_from_blobs` drops it by the same bound), so it is dropped here,
     before polygonising: speckle (a noisy model makes thousands of such blobs a strip) costs
     one label, not one polygon. Blobs on a strip border are kept: they may continue."""
-    mask = probability > threshold
-    labels, count = ndimage.label(mask, structure=FOUR_CONNECTED)
+    labels, count = ndimage.label(probability > threshold, structure=FOUR_CONNECTED)
+    return blobs_from_labels(labels, count, probability, row_offset, top_is_border, bottom_is_border,
+                             min_box_px, grow_px)
+
+
+def blobs_from_labels(labels: np.ndarray, count: int, probability: np.ndarray, row_offset: int,
+                      top_is_border: bool, bottom_is_border: bool, min_box_px: float = 0.0,
+                      grow_px: float = 0.0) -> list[Blob]:
+    """The blobs of a label image (1..count, 0 = background): 4-connected blobs of a threshold,
+    or building instances split by a watershed; see :func:`blobs_in_strip`."""
+    mask = labels > 0
     if count == 0:
         return []
     index = np.arange(1, count + 1)
@@ -80,7 +90,7 @@ def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
                                   transform=Affine.translation(0, row_offset)):
         label = int(value)
         blobs.append(Blob(shapely.geometry.shape(geometry), int(pixels[label - 1]),
-                          float(sums[label - 1]), bool(touches[label])))
+                          float(sums[label - 1]), bool(touches[label]), label))
     return blobs
 
 
@@ -166,6 +176,78 @@ class BlobCollector:
         feedback = feedback or Feedback()
         records = list(self.finished)
         for number, blob in enumerate(merge_across_strips(self.blobs)):
+            if number % 256 == 0:
+                feedback.check_cancelled()
+            if (record := finished_footprint(blob, info, options)) is not None:
+                records.append(record)
+        feedback.check_cancelled()
+        feedback.set_progress(100.0)
+        return footprint_table(records)
+
+
+class InstanceCollector(BlobCollector):
+    """The building instances of a model with edge or contact outputs, split strip by strip by
+    the marker-based watershed (:mod:`.postprocessing.instances`). An instance cut by a strip
+    border joins the one across the border that shares at least half of the shorter of their
+    two border runs: a building continues, while the two houses of a terrace, whose dividing
+    line may shift by a pixel or two between strips, stay two."""
+
+    BORDER_SHARE = 0.5
+
+    def __init__(self, height: int, settings, min_box_px: float, grow_px: float, finish):
+        super().__init__(height, settings.threshold, min_box_px, grow_px, finish)
+        self.settings = settings
+        self.border_rows: list[tuple[np.ndarray, np.ndarray]] = []  # per strip: its top and bottom label rows
+        self.edge: list[dict[int, Blob]] = []                      # per strip: its blobs on a border, by label
+
+    @classmethod
+    def for_settings(cls, info: ModelGrid, options: "VectorizeOptions", settings) -> "InstanceCollector":
+        return cls(info.height, settings, options.min_area_m2 / info.pixel_area_m2, options.grow_px,
+                   finish=lambda blob: finished_footprint(blob, info, options))
+
+    def add(self, rows) -> None:
+        from .postprocessing.instances import split_model_outputs
+
+        labels = split_model_outputs(rows.channels, self.settings)  # 0 where invalid: never a building
+        top, bottom = rows.top, rows.top + labels.shape[0]
+        blobs = blobs_from_labels(labels, int(labels.max(initial=0)), rows.probability, top, top > 0,
+                                  bottom < self.height, self.min_box_px, self.grow_px)
+        self.border_rows.append((labels[0].copy(), labels[-1].copy()))
+        self.edge.append({blob.label: blob for blob in blobs if blob.touches_border})
+        for blob in blobs:
+            if not blob.touches_border and (record := self.finish(blob)) is not None:
+                self.finished.append(record)
+
+    def _joined(self) -> list[Blob]:
+        parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+        def find(key):
+            while parent.get(key, key) != key:
+                key = parent[key]
+            return key
+
+        for strip in range(len(self.border_rows) - 1):
+            above, below = self.border_rows[strip][1], self.border_rows[strip + 1][0]
+            both = (above > 0) & (below > 0)
+            if not both.any():
+                continue
+            runs_above, runs_below = np.bincount(above), np.bincount(below)
+            pairs, shared = np.unique(np.stack([above[both], below[both]]), axis=1, return_counts=True)
+            for (a, b), n in zip(pairs.T, shared):
+                if n >= self.BORDER_SHARE * min(runs_above[a], runs_below[b]):
+                    parent[find((strip, int(a)))] = find((strip + 1, int(b)))
+        groups: dict[tuple[int, int], list[Blob]] = {}
+        for strip, blobs in enumerate(self.edge):
+            for label, blob in blobs.items():
+                groups.setdefault(find((strip, label)), []).append(blob)
+        return [Blob(shapely.unary_union([m.polygon for m in members]), sum(m.pixels for m in members),
+                     sum(m.probability_sum for m in members), False) for members in groups.values()]
+
+    def polygons(self, info: ModelGrid, options: "VectorizeOptions",
+                 feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
+        feedback = feedback or Feedback()
+        records = list(self.finished)
+        for number, blob in enumerate(self._joined()):
             if number % 256 == 0:
                 feedback.check_cancelled()
             if (record := finished_footprint(blob, info, options)) is not None:

@@ -35,7 +35,9 @@ def scaled_size(size: int, scale: float) -> int:
 
 
 class Predictor:
-    """Runs the model on batches of normalised tiles; returns probabilities as numpy."""
+    """Runs the model on batches of normalised tiles; returns probabilities as numpy: (batch, h,
+    w) for a one-output model, (batch, channels, h, w) for one with several (body, edge,
+    contact: the settings' ``outputs``)."""
 
     def __init__(self, model: UNet11, device: torch.device, quarter_turns: int = 0,
                  flip_axis: int | None = None, precision: str = "auto", scales: tuple[float, ...] = (1.0,)):
@@ -48,6 +50,7 @@ class Predictor:
         # axis (one that keeps the look direction), as the SN6 winners did; twice the compute.
         self.flip_axis = flip_axis
         self.model = model.to(device, memory_format=torch.channels_last).eval()  # faster convolutions
+        self.channels = model.final.out_channels
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the tile's shape: autotune once
         # Counter-clockwise quarter turns that present a tile the way the model was trained
@@ -77,7 +80,7 @@ class Predictor:
         probabilities = sum(self._at_scale(x, scale) for scale in self.scales) / len(self.scales)
         if self.quarter_turns:
             probabilities = torch.rot90(probabilities, -self.quarter_turns, dims=(-2, -1))
-        return probabilities[:, 0].cpu().numpy()
+        return (probabilities[:, 0] if self.channels == 1 else probabilities).cpu().numpy()
 
     @property
     def passes_per_tile(self) -> float:

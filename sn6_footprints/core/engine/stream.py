@@ -37,8 +37,9 @@ class BlendedRows:
     """Final rows of the model grid: the blended probability (0 where invalid) and validity."""
 
     top: int
-    probability: np.ndarray  # float32 (h, grid width)
+    probability: np.ndarray  # float32 (h, grid width): the footprint channel
     valid: np.ndarray        # bool (h, grid width)
+    channels: np.ndarray | None = None  # float32 (outputs, h, grid width) of a several-output model
 
     @property
     def window(self) -> Window:
@@ -186,25 +187,26 @@ class _Sink:
 
 
 class _BlendBuffer:
-    """Weighted sums of the tiles' probabilities over the rows not yet final."""
+    """Weighted sums of the tiles' probabilities (every output channel) over the rows not yet final."""
 
-    def __init__(self, width: int, overlap_px: int):
-        self.top, self.width, self.overlap_px = 0, width, overlap_px
-        self.weighted = np.zeros((0, width), np.float32)
+    def __init__(self, width: int, overlap_px: int, channels: int = 1):
+        self.top, self.width, self.overlap_px, self.channels = 0, width, overlap_px, channels
+        self.weighted = np.zeros((channels, 0, width), np.float32)
         self.weights = np.zeros((0, width), np.float32)
         self.valid = np.zeros((0, width), bool)
 
     def add(self, window: Window, probability: np.ndarray, valid: np.ndarray) -> None:
         bottom = window.row_off + window.height - self.top
-        grow = bottom - self.weighted.shape[0]
+        grow = bottom - self.weights.shape[0]
         if grow > 0:
-            self.weighted = np.vstack([self.weighted, np.zeros((grow, self.width), np.float32)])
+            self.weighted = np.concatenate([self.weighted, np.zeros((self.channels, grow, self.width), np.float32)],
+                                           axis=1)
             self.weights = np.vstack([self.weights, np.zeros((grow, self.width), np.float32)])
             self.valid = np.vstack([self.valid, np.zeros((grow, self.width), bool)])
         w = blend_weights(window.height, window.width, self.overlap_px)
         rs = slice(window.row_off - self.top, bottom)
         cs = slice(window.col_off, window.col_off + window.width)
-        self.weighted[rs, cs] += w * probability
+        self.weighted[:, rs, cs] += w * probability.reshape(self.channels, window.height, window.width)
         self.weights[rs, cs] += w
         self.valid[rs, cs] |= valid
 
@@ -212,9 +214,9 @@ class _BlendBuffer:
         """The rows above ``bottom``, which no later tile covers, blended; the buffer moves down."""
         n = bottom - self.top
         valid = self.valid[:n].copy()
-        probability = np.where(valid, self.weighted[:n] / np.maximum(self.weights[:n], 1e-12), 0.0)
-        rows = BlendedRows(self.top, probability.astype(np.float32, copy=False), valid)
-        self.weighted, self.weights, self.valid = self.weighted[n:], self.weights[n:], self.valid[n:]
+        blended = np.where(valid, self.weighted[:, :n] / np.maximum(self.weights[:n], 1e-12), 0.0).astype(np.float32)
+        rows = BlendedRows(self.top, blended[0], valid, blended if self.channels > 1 else None)
+        self.weighted, self.weights, self.valid = self.weighted[:, n:], self.weights[n:], self.valid[n:]
         self.top = bottom
         return rows
 
@@ -246,8 +248,9 @@ def _predict(predictor: Predictor, batch: list, stats: EngineStats) -> list[np.n
         outputs = list(predictor(np.stack(run)))
     stats.seconds["model"] += time.perf_counter() - started
     results = iter(outputs)
-    return [next(results)[:w.height, :w.width] if tile is not None else np.zeros((w.height, w.width), np.float32)
-            for w, tile, _ in batch]
+    empty = (predictor.channels,) if predictor.channels > 1 else ()
+    return [next(results)[..., :w.height, :w.width] if tile is not None
+            else np.zeros(empty + (w.height, w.width), np.float32) for w, tile, _ in batch]
 
 
 def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan: InputPlan,
@@ -269,7 +272,7 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
     stats = EngineStats(tiles=len(windows))
     stop = threading.Event()
     depth = max(2, options.batch_size)
-    buffer = _BlendBuffer(grid.width, overlap)
+    buffer = _BlendBuffer(grid.width, overlap, predictor.channels)
     started = time.perf_counter()
     readers = sink = None
     try:  # threads start inside: a cancel (a signal) arriving at any point stops them all
