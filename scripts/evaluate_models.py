@@ -30,17 +30,20 @@ from sn6_footprints.core.heldout import (HELDOUT_SCENE_PX, HELDOUT_SETS, SCENES_
 SPAN_BASELINE = "span baseline"
 
 
-def model_row(path: Path, precision: str = "float32") -> tuple[dict, object]:
-    """(description of a checkpoint, extract callable running it on the CPU in ``precision``)."""
+def model_row(path: Path, precision: str = "float32", tta_scales: tuple = ()) -> tuple[dict, object]:
+    """(description of a checkpoint, extract callable running it on the CPU in ``precision``,
+    with multi-scale test-time augmentation at ``tta_scales`` when given)."""
     from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
     from sn6_footprints.core.weights import load_model
 
     model, settings = load_model(path)
     name = path.stem if precision == "float32" else f"{path.stem} ({precision})"
+    if tta_scales:
+        name += f" (TTA {','.join(f'{s:g}' for s in tta_scales)})"
     info = {"name": name, "path": str(path), "precision": precision, "kind": "model", "width": settings.width,
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_mb": path.stat().st_size / 2 ** 20, "description": settings.description}
-    options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision)
+    options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision, tta_scales=tuple(tta_scales))
     return info, lambda raster: extract_footprints(raster, options)
 
 
@@ -86,6 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
                         help="score each model in each of these CPU precisions (default float32)")
     parser.add_argument("--span-baseline", action="store_true", help="also score the non-learned span baseline")
+    parser.add_argument("--tta-scales", nargs="*", default=[], type=float, metavar="S",
+                        help="also score each model with multi-scale test-time augmentation at these scales")
     parser.add_argument("--sets", nargs="+", default=list(HELDOUT_SETS), choices=list(HELDOUT_SETS))
     parser.add_argument("--scenes-per-set", type=int, default=SCENES_PER_SET)
     parser.add_argument("--size", type=int, default=HELDOUT_SCENE_PX, help="scene side in px")
@@ -109,6 +114,8 @@ def main(argv=None) -> int:
     scenes = make_heldout_scenes(args.workdir / f"{args.size}px", args.sets, args.size, args.scenes_per_set,
                                  feedback)
     candidates = [model_row(path, precision) for path in args.models for precision in args.precisions]
+    if args.tta_scales:
+        candidates += [model_row(path, args.precisions[0], tuple(args.tta_scales)) for path in args.models]
     if args.span_baseline:
         candidates.append(baseline_row())
     rows = []
