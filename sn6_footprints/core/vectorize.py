@@ -173,16 +173,11 @@ class BlobCollector:
     def polygons(self, info: ModelGrid, options: "VectorizeOptions",
                  feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
         """Every footprint: those finished as strips came and the merged border blobs."""
-        feedback = feedback or Feedback()
-        records = list(self.finished)
-        for number, blob in enumerate(merge_across_strips(self.blobs)):
-            if number % 256 == 0:
-                feedback.check_cancelled()
-            if (record := finished_footprint(blob, info, options)) is not None:
-                records.append(record)
-        feedback.check_cancelled()
-        feedback.set_progress(100.0)
-        return footprint_table(records)
+        return polygons_from_blobs(self._border_blobs(), info, options, feedback, finished=self.finished)
+
+    def _border_blobs(self) -> list[Blob]:
+        """The blobs kept for the end (all of them without ``finish``), merged across strip borders."""
+        return merge_across_strips(self.blobs)
 
 
 class InstanceCollector(BlobCollector):
@@ -218,7 +213,7 @@ class InstanceCollector(BlobCollector):
             if not blob.touches_border and (record := self.finish(blob)) is not None:
                 self.finished.append(record)
 
-    def _joined(self) -> list[Blob]:
+    def _border_blobs(self) -> list[Blob]:
         parent: dict[tuple[int, int], tuple[int, int]] = {}
 
         def find(key):
@@ -242,19 +237,6 @@ class InstanceCollector(BlobCollector):
                 groups.setdefault(find((strip, label)), []).append(blob)
         return [Blob(shapely.unary_union([m.polygon for m in members]), sum(m.pixels for m in members),
                      sum(m.probability_sum for m in members), False) for members in groups.values()]
-
-    def polygons(self, info: ModelGrid, options: "VectorizeOptions",
-                 feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-        feedback = feedback or Feedback()
-        records = list(self.finished)
-        for number, blob in enumerate(self._joined()):
-            if number % 256 == 0:
-                feedback.check_cancelled()
-            if (record := finished_footprint(blob, info, options)) is not None:
-                records.append(record)
-        feedback.check_cancelled()
-        feedback.set_progress(100.0)
-        return footprint_table(records)
 
 
 def vectorize_probabilities(probability_path, info: ModelGrid, options: VectorizeOptions = VectorizeOptions(),
@@ -304,15 +286,15 @@ def footprint_table(records: list) -> tuple[list, dict[str, list]]:
 
 
 def polygons_from_blobs(blobs: list[Blob], info: ModelGrid, options: VectorizeOptions,
-                        feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-    """Merged blobs -> (polygons in the raster's CRS, attribute columns id/area_m2/confidence)."""
+                        feedback: Feedback | None = None, finished=()) -> tuple[list, dict[str, list]]:
+    """Merged blobs (plus footprints already ``finished`` from others) -> (polygons in the
+    raster's CRS, attribute columns id/area_m2/confidence)."""
     feedback = feedback or Feedback()
-    records = []
+    records = list(finished)
     for number, blob in enumerate(blobs):
         if number % 256 == 0:
             feedback.check_cancelled()
-        record = finished_footprint(blob, info, options)
-        if record is not None:
+        if (record := finished_footprint(blob, info, options)) is not None:
             records.append(record)
     feedback.check_cancelled()
     feedback.set_progress(100.0)
