@@ -51,7 +51,9 @@ def test_multi_output_checkpoint_round_trips_with_its_metadata(tmp_path):
     assert (loaded_settings.seed_threshold, loaded_settings.min_seed_area_m2) == (0.65, 3.0)
     assert loaded.out_channels == 3 and loaded_settings.output_index("contact") == 2
     with torch.no_grad():
-        assert torch.equal(loaded(probe()), model(probe()))
+        # same weights, so the same logits; not bit for bit: oneDNN may pick another kernel for
+        # another module object once earlier tests have run (seen in the full suite)
+        torch.testing.assert_close(loaded(probe()), model(probe()), rtol=1e-5, atol=1e-6)
     metadata = torch.load(path, weights_only=True)["metadata"]
     assert metadata["outputs"] == list(INSTANCE_OUTPUTS) and metadata["seed_threshold"] == 0.65
 
