@@ -22,7 +22,6 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
-from rasterio.errors import RasterioError
 from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
@@ -35,8 +34,8 @@ from ..settings import ModelSettings
 from ..validation import SN6_WINDOW_PX, check_sn6_exact_size
 from ..vectorize import FOUR_CONNECTED
 from .predictor import Predictor, normalise
-from .probabilities import (_check_readable, _delivered_profile, _GdalErrors, _write_checked, _write_failure,
-                            encode_probability)
+from .probabilities import probability_rasters
+from .stream import BlendedRows
 from .tiling import tile_starts
 
 MIN_BLOB_PX = 80          # the baseline's small-object removal, 4-connected pixels
@@ -153,89 +152,60 @@ def sn6_exact_footprints(raster_path, predictor: Predictor, settings: ModelSetti
     col_starts = window_starts(grid.width, reversed_cols)
     total = len(row_starts) * len(col_starts)
     blobs = _Blobs(grid.height)
-    errors = _GdalErrors()
-    delivered = None
-    with rasterio.open(raster_path) as dataset:
+    with rasterio.open(raster_path) as dataset, \
+            probability_rasters([(deliver_path, deliver_format)] if deliver_path is not None else [], grid,
+                                dataset.crs) as delivered:
         reader = ModelWindows(dataset, plan)
-        if deliver_path is not None:
-            profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
-                           transform=grid.transform, crs=dataset.crs, tiled=True, blockxsize=256, blockysize=256,
-                           compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
-            try:
-                with errors.watching():
-                    delivered = rasterio.open(deliver_path, "w", **_delivered_profile(profile, deliver_format))
-            except (RasterioError, OSError) as exc:
-                raise _write_failure(deliver_path, " ".join(errors.messages + [str(exc)])) from exc
-        completed = False
-        try:
-            top = 0                                               # raster row of the buffers' first
-            logit_sum = np.zeros((0, grid.width), np.float64)
-            counts = np.zeros((0, grid.width), np.uint8)
-            valid_any = np.zeros((0, grid.width), bool)
-            done = 0
-            for index, row in enumerate(row_starts):
-                grow = row + SN6_WINDOW_PX - top - logit_sum.shape[0]
-                if grow > 0:
-                    logit_sum = np.vstack([logit_sum, np.zeros((grow, grid.width), np.float64)])
-                    counts = np.vstack([counts, np.zeros((grow, grid.width), np.uint8)])
-                    valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
-                for first in range(0, len(col_starts), batch_size):
-                    feedback.check_cancelled()
-                    t0 = time.perf_counter()
-                    windows = [Window(col, row, SN6_WINDOW_PX, SN6_WINDOW_PX)
-                               for col in col_starts[first:first + batch_size]]
-                    tiles, valids = [], []
-                    for window in windows:
-                        data, valid = reader.read(window)
-                        tiles.append(normalise(data, settings))
-                        valids.append(valid)
-                    t1 = time.perf_counter()
-                    logits = window_logits(predictor, np.stack(tiles))
-                    t2 = time.perf_counter()
-                    rs = slice(row - top, row - top + SN6_WINDOW_PX)
-                    for window, window_logit, valid in zip(windows, logits, valids):
-                        cs = slice(window.col_off, window.col_off + SN6_WINDOW_PX)
-                        logit_sum[rs, cs] += window_logit
-                        counts[rs, cs] += 1
-                        valid_any[rs, cs] |= valid
-                    seconds["read"] += t1 - t0
-                    seconds["model"] += t2 - t1
-                    seconds["blend"] += time.perf_counter() - t2
-                    done += len(windows)
-                    feedback.set_progress(99.0 * done / total)
-                final = row_starts[index + 1] if index + 1 < len(row_starts) else grid.height
-                n = final - top
+        top = 0                                               # raster row of the buffers' first
+        logit_sum = np.zeros((0, grid.width), np.float64)
+        counts = np.zeros((0, grid.width), np.uint8)
+        valid_any = np.zeros((0, grid.width), bool)
+        done = 0
+        for index, row in enumerate(row_starts):
+            grow = row + SN6_WINDOW_PX - top - logit_sum.shape[0]
+            if grow > 0:
+                logit_sum = np.vstack([logit_sum, np.zeros((grow, grid.width), np.float64)])
+                counts = np.vstack([counts, np.zeros((grow, grid.width), np.uint8)])
+                valid_any = np.vstack([valid_any, np.zeros((grow, grid.width), bool)])
+            for first in range(0, len(col_starts), batch_size):
+                feedback.check_cancelled()
                 t0 = time.perf_counter()
-                mean_logit = logit_sum[:n] / counts[:n]   # every pixel lies in at least one window
-                mask = (mean_logit > 0) & valid_any[:n]
+                windows = [Window(col, row, SN6_WINDOW_PX, SN6_WINDOW_PX)
+                           for col in col_starts[first:first + batch_size]]
+                tiles, valids = [], []
+                for window in windows:
+                    data, valid = reader.read(window)
+                    tiles.append(normalise(data, settings))
+                    valids.append(valid)
                 t1 = time.perf_counter()
-                blobs.add(mask, feedback)
+                logits = window_logits(predictor, np.stack(tiles))
                 t2 = time.perf_counter()
-                if delivered is not None:
-                    probability = expit(mean_logit).astype(np.float32)
-                    _write_checked(delivered, deliver_path, encode_probability(probability, valid_any[:n],
-                                                                               deliver_format),
-                                   Window(0, top, grid.width, n), errors)
-                seconds["blend"] += t1 - t0
-                seconds["vectorize"] += t2 - t1
-                seconds["write"] += time.perf_counter() - t2
-                logit_sum, counts, valid_any = logit_sum[n:], counts[n:], valid_any[n:]
-                top = final
-            completed = True
-        finally:
-            delivered_errors = _GdalErrors()
-            if delivered is not None:
-                t0 = time.perf_counter()
-                with delivered_errors.watching():
-                    try:
-                        delivered.close()  # blocks still cached and the TIFF directory are written here
-                    except Exception as exc:  # noqa: BLE001 - reported below, unless another error is on its way
-                        delivered_errors.messages.append(str(exc))
-                seconds["write"] += time.perf_counter() - t0
-        if completed and delivered_errors.messages:
-            raise _write_failure(deliver_path, " ".join(delivered_errors.messages))
-    if deliver_path is not None:
-        _check_readable(deliver_path, grid)
+                rs = slice(row - top, row - top + SN6_WINDOW_PX)
+                for window, window_logit, valid in zip(windows, logits, valids):
+                    cs = slice(window.col_off, window.col_off + SN6_WINDOW_PX)
+                    logit_sum[rs, cs] += window_logit
+                    counts[rs, cs] += 1
+                    valid_any[rs, cs] |= valid
+                seconds["read"] += t1 - t0
+                seconds["model"] += t2 - t1
+                seconds["blend"] += time.perf_counter() - t2
+                done += len(windows)
+                feedback.set_progress(99.0 * done / total)
+            final = row_starts[index + 1] if index + 1 < len(row_starts) else grid.height
+            n = final - top
+            t0 = time.perf_counter()
+            mean_logit = logit_sum[:n] / counts[:n]   # every pixel lies in at least one window
+            mask = (mean_logit > 0) & valid_any[:n]
+            t1 = time.perf_counter()
+            blobs.add(mask, feedback)
+            t2 = time.perf_counter()
+            for raster in delivered:
+                raster.write(BlendedRows(top, expit(mean_logit).astype(np.float32), valid_any[:n]))
+            seconds["blend"] += t1 - t0
+            seconds["vectorize"] += t2 - t1
+            seconds["write"] += time.perf_counter() - t2
+            logit_sum, counts, valid_any = logit_sum[n:], counts[n:], valid_any[n:]
+            top = final
     feedback.check_cancelled()
     t0 = time.perf_counter()
     geometries, attributes = _placed(blobs.polygons, grid)
