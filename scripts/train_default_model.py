@@ -1,6 +1,7 @@
 """Train the bundled default model from scratch, reproducibly: `make train-default-model
 SCHEDULE=long` made the shipped file (1 h 42 min on 2 CPU cores); the default `cpu` schedule
-fits 45 min (32 min measured).
+fits 45 min (32 min measured); `--schedule instance` widens the bundled model to body, edge
+and contact channels (issue 14) and calibrates its watershed seed threshold too.
 
 Simulates the training scenes (seeds from heldout.TRAINING_SEEDS, disjoint from every
 held-out, test and demo scene), trains a UNet11 at 1/4 of the baseline's width with the
@@ -52,8 +53,18 @@ SCHEDULES = {
     "long": dict(scenes=96, epochs=40, dense_share=0.5, init=None, lr=1e-3),
     # the shipped file's second stage: the long model fine-tuned on all four looks
     "four-look": dict(scenes=48, epochs=8, dense_share=0.5, init="bundled", lr=2e-4),
+    # issue 14: the four-look file widened to body, edge and contact channels (the footprint
+    # channel kept, edge and contact fresh) and fine-tuned on all four looks, half dense
+    "instance": dict(scenes=96, epochs=10, dense_share=0.5, init="bundled", lr=3e-4, outputs="body,edge,contact"),
 }
+INSTANCE_OUTPUTS = ("body", "edge", "contact")
 THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+# An instance-aware model is calibrated on a grid of footprint threshold x seed threshold, with
+# flip averaging (which every calibration so far chose), on twice the scenes, half of them dense
+# (splitting touching buildings matters most there); still training-range seeds, never held out.
+INSTANCE_THRESHOLDS = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+SEED_THRESHOLDS = (0.5, 0.7, 0.85)
+INSTANCE_CALIBRATION_SEEDS = range(FIRST_SEED + 100, FIRST_SEED + 108)
 # Wider than the library's 1 m default: at equal steps (pilot, MODEL_CARD.md) the 3 m gap between
 # touching buildings' cores gave the better validation F1 on these scenes.
 BUNDLED_LABEL_EROSION_M = 1.5
@@ -109,6 +120,62 @@ def calibrate_threshold(model_path: Path, workdir: Path, size_px: int) -> dict:
     return {"threshold": threshold, "flip_average": flip_average, "f1": round(f1_by_choice[flip_average, threshold], 4)}
 
 
+def calibrate_instances(model_path: Path, workdir: Path, size_px: int) -> dict:
+    """Pick the footprint threshold and the watershed's seed threshold of an instance-aware
+    model (flip averaging on) with the best pooled object F1 on the calibration scenes, and
+    store them in the checkpoint. Each candidate is a copy of the checkpoint with those two
+    settings, run through the real extraction."""
+    import tempfile
+    from dataclasses import replace
+
+    from sn6_footprints.core.extract import ExtractionOptions, extract_footprints, score_extraction
+    from sn6_footprints.core.vector_io import read_footprints
+    from sn6_footprints.core.weights import load_model, save_model
+
+    model, settings = load_model(model_path)
+    scenes = []
+    for index, seed in enumerate(INSTANCE_CALIBRATION_SEEDS):
+        layout = "dense" if index % 2 else "mixed"
+        raster, labels = workdir / f"calibrate_{seed}_{layout}.tif", workdir / f"calibrate_{seed}_{layout}.gpkg"
+        if not (raster.is_file() and labels.is_file()):
+            simulate_scene(raster, labels, width_px=size_px, height_px=size_px, seed=seed,
+                           look_direction=LOOKS[index % len(LOOKS)], layout=layout)
+        scenes.append((raster, read_footprints(labels).geometries))
+    f1_by_choice = {}
+    with tempfile.TemporaryDirectory(prefix="sn6-calibrate-") as scratch:
+        for seed_threshold in SEED_THRESHOLDS:
+            candidate = Path(scratch) / f"seed_{seed_threshold:g}.pt"
+            save_model(candidate, model, replace(settings, seed_threshold=seed_threshold, flip_average=True))
+            for threshold in INSTANCE_THRESHOLDS:
+                tp = fp = fn = 0
+                options = ExtractionOptions(model_path=str(candidate), threshold=threshold)
+                for raster, truth in scenes:
+                    report = score_extraction(extract_footprints(raster, options), truth)
+                    tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
+                f1 = f1_by_choice[seed_threshold, threshold] = 2 * tp / max(1, 2 * tp + fp + fn)
+                print(f"seed threshold {seed_threshold:.2f}, threshold {threshold:.2f}: F1 {f1:.3f} "
+                      f"(TP {tp}, FP {fp}, FN {fn})", flush=True)
+    seed_threshold, threshold = max(f1_by_choice, key=f1_by_choice.get)
+    extra = dict(settings.extra, threshold_calibration={
+        "seeds": [INSTANCE_CALIBRATION_SEEDS.start, INSTANCE_CALIBRATION_SEEDS.stop - 1], "flip_average": True,
+        "f1_by_seed_threshold": {f"{s:.2f}": {f"{t:.2f}": round(f, 4) for (s2, t), f in f1_by_choice.items()
+                                              if s2 == s} for s in SEED_THRESHOLDS}})
+    save_model(model_path, model, replace(settings, threshold=threshold, seed_threshold=seed_threshold,
+                                          flip_average=True, extra=extra))
+    return {"threshold": threshold, "seed_threshold": seed_threshold, "flip_average": True,
+            "f1": round(f1_by_choice[seed_threshold, threshold], 4)}
+
+
+def calibrate(model_path: Path, workdir: Path, size_px: int) -> dict:
+    """The calibration that fits the model: thresholds (and flip averaging) for a one-channel
+    model, thresholds and the seed threshold for an instance-aware one."""
+    from sn6_footprints.core.weights import load_model
+
+    if load_model(model_path)[1].splits_instances:
+        return calibrate_instances(model_path, workdir, size_px)
+    return calibrate_threshold(model_path, workdir, size_px)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="cpu",
@@ -125,6 +192,9 @@ def main(argv=None) -> int:
                         help=f"metres each footprint is shrunk in the masks (default {BUNDLED_LABEL_EROSION_M:g})")
     parser.add_argument("--contact-weight", type=float, default=0.0,
                         help="extra loss weight of the gap between touching buildings (default 0: off)")
+    parser.add_argument("--outputs", help="output channels: 'building' (one channel) or 'body,edge,contact' "
+                                          "(instance-aware: touching buildings split by a watershed); default: "
+                                          "the schedule's (building)")
     parser.add_argument("--dense-share", type=float,
                         help="share of dense-city scenes (default: the schedule's; cpu makes every third scene dense)")
     parser.add_argument("--cache-limit-mb", type=float, default=4096.0,
@@ -137,8 +207,9 @@ def main(argv=None) -> int:
                         help="only re-run the threshold calibration of an existing --output")
     args = parser.parse_args(argv)
     for key, value in SCHEDULES[args.schedule].items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
+    args.outputs = tuple(name.strip() for name in (args.outputs or "building").split(",") if name.strip())
     if not 1 <= args.scenes <= CALIBRATION_SEEDS.start - FIRST_SEED:
         parser.error(f"--scenes must be 1-{CALIBRATION_SEEDS.start - FIRST_SEED}: seed {CALIBRATION_SEEDS.start} "
                      "on is kept for the threshold calibration")
@@ -153,10 +224,11 @@ def main(argv=None) -> int:
         normalisation="auto" if args.init else "per-band",   # a fine-tune keeps the model's normalisation
         look_direction="north",
         label_erosion_m=args.label_erosion, contact_weight=args.contact_weight, cache_limit_mb=args.cache_limit_mb,
-        device=args.device, resume=args.resume, seed=0,
+        device=args.device, resume=args.resume, seed=0, outputs=args.outputs,
         description=(f"bundled default: {args.scenes} simulated scenes of {args.size} px, seeds "
                      f"{FIRST_SEED}-{FIRST_SEED + args.scenes - 1}, {dense} of them dense, looking "
                      f"{'/'.join(LOOKS)}" + (f", fine-tuned from {Path(args.init).name}" if args.init else "")
+                     + (f", outputs {'/'.join(args.outputs)}" if len(args.outputs) > 1 else "")
                      + f" (scripts/train_default_model.py --schedule {args.schedule})"))
     try:
         options.check()  # a bad value is a usage error, before minutes of simulation
@@ -167,7 +239,7 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if args.calibrate_only:
-        print(json.dumps(calibrate_threshold(Path(args.output), workdir, args.size)))
+        print(json.dumps(calibrate(Path(args.output), workdir, args.size)))
         return 0
     rasters, labels = [], []
     for scene in parameters:
@@ -181,7 +253,7 @@ def main(argv=None) -> int:
     simulated = time.perf_counter() - started
     print(f"{len(rasters)} training scenes ready in {simulated:.0f} s", flush=True)
     result = train_model(rasters, labels, args.output, options, PrintFeedback())
-    calibration = calibrate_threshold(Path(result.output_path), workdir, args.size)
+    calibration = calibrate(Path(result.output_path), workdir, args.size)
     summary = {"output": str(result.output_path), "best_epoch": result.best_epoch, "best_validation_f1": result.best_f1,
                "train_seconds": round(result.seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
                "scenes": len(rasters), "seeds": [FIRST_SEED, FIRST_SEED + len(rasters) - 1],
