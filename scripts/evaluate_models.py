@@ -11,7 +11,8 @@ this prints that table (plain text, or Markdown ready for the model card with ``
 and writes every count, precision and recall with ``--json``. Scenes come from
 :mod:`sn6_footprints.core.heldout` (seeds 20000-29999, never used for training or tuning) and
 are cached in ``--workdir``. Inference runs on the CPU (``device="cpu"``); Mpx/s is pooled over
-all scenes, from inference + vectorising time (model loading excluded).
+all scenes, from inference + vectorising time (model loading excluded). With several scenes per
+set each F1 is followed by ± its bootstrap standard deviation over the set's scenes.
 """
 from __future__ import annotations
 
@@ -66,13 +67,19 @@ def _cell(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _f1_cell(entry: dict) -> str:
+    """Pooled F1, with its bootstrap standard deviation over scenes when there are several."""
+    sd = entry.get("f1_bootstrap_sd")
+    return f"{entry['f1']:.3f}" if sd is None else f"{entry['f1']:.3f} ± {sd:.3f}"
+
+
 def table(rows: list[dict], sets: list[str], markdown: bool) -> str:
     header = ["model", "width", "params", "file MB", "CPU Mpx/s"] + [f"F1 {s}" for s in sets]
     lines = []
     for row in rows:
         lines.append([row["name"], _cell(row["width"], "g"), f"{row['parameters']:,}",
                       _cell(row["file_mb"] if row["kind"] == "model" else None, ".2f"),
-                      f"{row['cpu_megapixels_per_s']:.2f}"] + [f"{row['sets'][s]['f1']:.3f}" for s in sets])
+                      f"{row['cpu_megapixels_per_s']:.2f}"] + [_f1_cell(row["sets"][s]) for s in sets])
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         out += ["| " + " | ".join(line) + " |" for line in lines]

@@ -15,7 +15,7 @@ import shapely.affinity
 
 from sn6_footprints.core.extract import score_extraction
 from sn6_footprints.core.heldout import (DEMO_SEED, HELDOUT_SEEDS, HELDOUT_SETS, TRAINING_SEEDS, UNIT_TEST_SEEDS,
-                                         evaluate, make_heldout_scenes, scene_parameters)
+                                         bootstrap_f1_sd, evaluate, make_heldout_scenes, scene_parameters)
 from sn6_footprints.core.raster_windows import RasterError
 from sn6_footprints.core.simulation import SceneParameters, SceneSimulator, simulate_scene
 from sn6_footprints.core.span_baseline import SpanBaselineOptions, extract_span_baseline
@@ -40,7 +40,8 @@ def test_seed_ranges_are_disjoint_and_sets_use_only_heldout_seeds():
     seeds = [s for definition in HELDOUT_SETS.values() for s in definition["seeds"]]
     assert len(seeds) == len(set(seeds))                       # no scene in two sets
     assert all(s in HELDOUT_SEEDS for s in seeds)
-    assert set(HELDOUT_SETS) == {"default-north", "default-south", "single-look", "incidence-45", "dense", "east-west"}
+    assert set(HELDOUT_SETS) == {"default-north", "default-south", "single-look", "incidence-45", "dense", "east-west",
+                                 "density-2", "nodata-edge"}
     with pytest.raises(TypeError):
         HELDOUT_SETS["mine"] = {}                                # frozen
 
@@ -49,6 +50,9 @@ def test_scene_parameters_name_the_harder_conditions_and_cycle_look_direction():
     assert scene_parameters("default-south", 0)["look_direction"] == "south"
     assert scene_parameters("single-look", 0)["looks"] == 1
     assert scene_parameters("incidence-45", 0)["incidence_deg"] == 45.0
+    assert scene_parameters("density-2", 1)["building_density"] == 2.0
+    assert scene_parameters("density-2", 1)["look_direction"] == "south"
+    assert scene_parameters("nodata-edge", 0)["nodata_strip"] is True
     dense = [scene_parameters("dense", i, 512) for i in range(2)]
     assert [p["look_direction"] for p in dense] == ["north", "south"]
     assert dense[0]["layout"] == "dense" and dense[0]["width_px"] == 512
@@ -151,3 +155,13 @@ def test_span_baseline_refuses_other_band_counts(tmp_path):
         extract_span_baseline(path)
     with pytest.raises(ValueError, match="input scale"):
         extract_span_baseline(path, SpanBaselineOptions(input_scale="amplitude"))
+
+
+def test_bootstrap_spread_is_zero_for_identical_scenes_and_grows_with_their_differences():
+    same = [{"tp": 8, "fp": 2, "fn": 2}] * 8
+    assert bootstrap_f1_sd(same) == pytest.approx(0.0)
+    assert bootstrap_f1_sd(same[:1]) is None
+    mixed = [{"tp": 10, "fp": 0, "fn": 0}, {"tp": 2, "fp": 8, "fn": 8}] * 4
+    spread = bootstrap_f1_sd(mixed)
+    assert 0.05 < spread < 0.3
+    assert bootstrap_f1_sd(mixed) == spread          # seeded: the table is reproducible
