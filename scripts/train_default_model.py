@@ -55,7 +55,7 @@ SCHEDULES = {
     "four-look": dict(scenes=48, epochs=8, dense_share=0.5, init="bundled", lr=2e-4),
     # issue 14: the four-look file widened to body, edge and contact channels (the footprint
     # channel kept, edge and contact fresh) and fine-tuned on all four looks, half dense
-    "instance": dict(scenes=96, epochs=10, dense_share=0.5, init="bundled", lr=3e-4, outputs="body,edge,contact"),
+    "instance": dict(scenes=96, epochs=10, dense_share=0.5, init="bundled", lr=2e-4, outputs="body,edge,contact"),
 }
 INSTANCE_OUTPUTS = ("body", "edge", "contact")
 THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)

@@ -13,7 +13,7 @@ from sn6_footprints.core.bundled import bundled_model_path
 from sn6_footprints.core.feedback import Feedback
 from sn6_footprints.core.model import UNet11
 from sn6_footprints.core.settings import ModelSettings
-from sn6_footprints.core.training import TrainingData, TrainingOptions, train_model, with_outputs
+from sn6_footprints.core.training import NEW_OUTPUT_PRIOR, TrainingData, TrainingOptions, train_model, with_outputs
 from sn6_footprints.core.weights import WeightsError, inspect_model, load_model, save_model
 from tests.core.test_model_and_weights import sn6_baseline_state_dict
 from tests.core.test_training import write_labels
@@ -190,3 +190,6 @@ def test_a_one_channel_initial_model_gains_extra_channels_and_keeps_its_footprin
     assert widened.out_channels == 3
     with torch.no_grad():
         assert torch.equal(widened(probe())[:, :1], model(probe()))
+        # the new channels start silent, at the rare-class prior, whatever the input
+        new = torch.sigmoid(widened(probe())[:, 1:])
+    assert torch.allclose(new, torch.full_like(new, NEW_OUTPUT_PRIOR), atol=1e-6)
