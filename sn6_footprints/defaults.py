@@ -17,6 +17,11 @@ DEFAULT_LABEL_EROSION_M = 1.0
 DEFAULT_PRESET = "default"
 SN6_EXACT_PRESET = "sn6-exact"
 PRESETS = (DEFAULT_PRESET, SN6_EXACT_PRESET)
+# Footprint outlines: as traced from the probabilities (then simplified), or regular: straight
+# walls along each building's two main directions, right-angled corners (map-ready).
+TRACED_OUTLINE = "traced"
+REGULAR_OUTLINE = "regular"
+OUTLINE_STYLES = (TRACED_OUTLINE, REGULAR_OUTLINE)
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

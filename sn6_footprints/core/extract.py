@@ -20,13 +20,14 @@ from .devices import describe, resolve_device, torch_versions
 from ..output_safety import OutputIsInputError, OutputWriteError, same_file
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor
-from ..defaults import PROBABILITY_FORMATS, SN6_EXACT_PRESET
+from ..defaults import PROBABILITY_FORMATS, REGULAR_OUTLINE, SN6_EXACT_PRESET
 from .engine.probabilities import ProbabilityWriteError, probability_rasters, report_skipped
 from .engine.stream import run_engine
 from .engine.tiling import TilingOptions
 from .raster_windows import RasterInfo, look_preserving_flip_axis
 from .reading import InputOptions, plan_input
 from .settings import ModelSettings
+from .postprocessing.outlines import MIN_IOU
 from .vectorize import BlobCollector, InstanceCollector, VectorizeOptions
 from .weights import load_model
 
@@ -50,6 +51,7 @@ class ExtractionOptions:
     preset: str = "default"            # default, or sn6-exact: REFERENCE.md §3 step by step (PRESETS)
     tta_scales: tuple[float, ...] = ()  # multi-scale test-time augmentation, e.g. (0.8, 1.0, 1.25); (): none
     reader_threads: int | None = None  # threads reading windows ahead of the model; None: 1 on a CPU, up to 4 on CUDA
+    outline: str = "traced"            # traced, or regular: orthogonal walls and corners (OUTLINE_STYLES)
 
 
 @dataclass
@@ -115,7 +117,11 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
     """This plugin's engine: blended rows go straight to the vectoriser (and to the probability
     raster when asked), on the sink thread while the model runs; no temporary raster."""
     grid = plan.grid
-    vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m)
+    vectorize = VectorizeOptions.for_model(settings, grid, options.simplify_m, options.outline)
+    if options.outline == REGULAR_OUTLINE:
+        feedback.info("Outlines are regularised: straight walls along each building's two main directions, "
+                      "right-angled corners (kept as traced where that would move the footprint: IoU < "
+                      f"{MIN_IOU:g})")
     if settings.splits_instances:
         collector = InstanceCollector.for_settings(grid, vectorize, settings)
         feedback.info(f"Touching buildings are split by a marker-based watershed on the model's "

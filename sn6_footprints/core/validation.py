@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import DEFAULT_PRESET, PRESETS, PROBABILITY_FORMATS, SN6_EXACT_PRESET
+from ..defaults import DEFAULT_PRESET, OUTLINE_STYLES, PRESETS, PROBABILITY_FORMATS, SN6_EXACT_PRESET, TRACED_OUTLINE
 from ..output_safety import find_clash
 from .feedback import Feedback
 
@@ -265,7 +265,7 @@ def check_tta_scales(scales) -> None:
 def validate_extraction(raster, output=None, *, model=None, truth=None, threshold=None, min_area_m2=None,
                         simplify=0.5, tile_size_px=512, overlap_px=64, batch_size=4, input_options=None,
                         probability=None, probability_format="float32", precision="auto", preset=DEFAULT_PRESET,
-                        tta_scales=(), feedback: Feedback | None = None) -> ExtractionPlan:
+                        tta_scales=(), outline=TRACED_OUTLINE, feedback: Feedback | None = None) -> ExtractionPlan:
     """Everything ``extract`` needs, checked before the model loads (the checks that need
     torch, of the model file, last); ``probability``: the optional probability raster output;
     ``preset``: one of ``defaults.PRESETS`` (sn6-exact needs a grid of 512 x 512 px or more)."""
@@ -289,6 +289,11 @@ def validate_extraction(raster, output=None, *, model=None, truth=None, threshol
         raise ValidationError(f"Precision {precision} is not known; use one of {', '.join(PRECISIONS)}.")
     if preset not in PRESETS:
         raise ValidationError(f"Preset {preset} is not known; use one of {', '.join(PRESETS)}.")
+    if outline not in OUTLINE_STYLES:
+        raise ValidationError(f"Outline style {outline} is not known; use one of {', '.join(OUTLINE_STYLES)}.")
+    if preset == SN6_EXACT_PRESET and outline != TRACED_OUTLINE:
+        raise ValidationError("The SpaceNet 6 baseline (exact) preset gives the baseline's own polygons, which are "
+                              "traced; set Outline style to traced, or use the default preset for regular outlines.")
     if probability is not None and str(probability) != "":
         if output is not None:  # first: 'the same file' says more than 'a vector extension'
             check_outputs_distinct({"footprints output": output, "probability raster": probability})

@@ -18,7 +18,8 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from .feedback import Feedback, SubFeedback
-from .reading.ground import ModelGrid
+from .postprocessing.outlines import REGULAR_TOLERANCE_M, regular_outline
+from .reading.ground import ModelGrid, ground_vectors, scene_centre
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -41,12 +42,26 @@ class VectorizeOptions:
     simplify_m: float = 0.5
     strip_height_px: int = 1024
     grow_px: float = 0.0  # outward offset of every blob (the model's mask erosion), mitred corners
+    outline: str = "traced"  # or "regular": orthogonal walls (postprocessing.outlines)
+    # for regular outlines: pixel (column, row) -> ground metres (east, north) at the scene centre
+    ground_frame: tuple[float, float, float, float] | None = None
 
     @classmethod
-    def for_model(cls, settings, grid: ModelGrid, simplify_m: float) -> "VectorizeOptions":
+    def for_model(cls, settings, grid: ModelGrid, simplify_m: float, outline: str = "traced") -> "VectorizeOptions":
         """A model's threshold, minimum area and growth (its ``grow_m`` in the grid's pixels)."""
         grow_px = settings.grow_m / grid.pixel_size_m if settings.grow_m > 0 else 0.0
-        return cls(settings.threshold, settings.min_area_m2, simplify_m, grow_px=grow_px)
+        frame = pixel_ground_frame(grid) if outline == "regular" else None
+        return cls(settings.threshold, settings.min_area_m2, simplify_m, grow_px=grow_px, outline=outline,
+                   ground_frame=frame)
+
+
+def pixel_ground_frame(grid: ModelGrid) -> tuple[float, float, float, float]:
+    """The linear map (a, b, d, e) from a pixel offset (column, row) to ground metres (east,
+    north) at the grid's centre: right angles there are right angles on the ground."""
+    t = grid.transform
+    (ax, ay), (bx, by) = ground_vectors(grid.crs_wkt, scene_centre(t, grid.width, grid.height),
+                                        [(t.a, t.d), (t.b, t.e)])
+    return (ax, bx, ay, by)
 
 
 def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
@@ -270,7 +285,10 @@ def finished_footprint(blob: Blob, info: ModelGrid, options: VectorizeOptions):
     # before and after the tolerance's simplification (whose result depends on both)
     polygon = _canonical(polygon)
     tolerance_px = options.simplify_m / info.pixel_size_m
-    if tolerance_px > 0:
+    if options.outline == "regular":   # square on the ground; its own simplification, at least REGULAR_TOLERANCE_M
+        frame = options.ground_frame or (info.pixel_size_m, 0.0, 0.0, -info.pixel_size_m)
+        polygon = _canonical(regular_outline(polygon, max(options.simplify_m, REGULAR_TOLERANCE_M), frame=frame))
+    elif tolerance_px > 0:
         polygon = _canonical(polygon.simplify(tolerance_px, preserve_topology=True))
     t = info.transform
     key = (blob.polygon.bounds[1], blob.polygon.bounds[0])

@@ -12,7 +12,8 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
-from ..defaults import PRECISION_CHOICES as PRECISIONS, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2, parse_scales
+from ..defaults import OUTLINE_STYLES, PRESETS, PROBABILITY_FORMATS, SN6_MIN_AREA_M2, parse_scales
+from ..defaults import PRECISION_CHOICES as PRECISIONS
 from .base import SCORE_OUTPUTS, Sn6Algorithm
 from .core_bridge import (check_outputs_are_not_inputs, copy_into_sink, destination_path, export_source, optional_args,
                           raster_input, raster_paths_unloaded, run_core, scratch_folder)
@@ -33,6 +34,7 @@ PROBABILITY_STYLES = {"float32": "probability.qml", "uint8": "probability_uint8.
 PRECISION_CHOICES = ("Auto (bfloat16 on CUDA and on CPUs with native bf16, else float32)", "float32",
                      "bfloat16", "float16")
 PRESET_CHOICES = ("This plugin's engine (default)", "SpaceNet 6 baseline (exact)")  # defaults.PRESETS, in order
+OUTLINE_CHOICES = ("Traced (default)", "Regular: straight walls, right-angled corners")  # defaults.OUTLINE_STYLES
 
 HELP = "\n".join([
     """Detects buildings in a SAR raster with a TernausNet U-Net (VGG11 encoder) and writes one polygon per building.
@@ -43,7 +45,8 @@ HELP = "\n".join([
 <b>Device</b>: auto = CUDA GPU if PyTorch sees one, else CPU. Default: the provider's setting (auto).
 <b>Probability threshold</b>: 0–1; pixels above it are building. Default: the model's (SN6 baseline 0.5, bundled model 0.6).
 <b>Minimum building area</b>: m²; smaller blobs are dropped. Default: the model's (20 m² = 80 px at 0.5 m).
-<b>Simplification tolerance</b>: metres on the ground, whatever the CRS (geographic CRSs included); 0 keeps the pixel outline. Default 0.5.""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+<b>Simplification tolerance</b>: metres on the ground, whatever the CRS (geographic CRSs included); 0 keeps the pixel outline. Default 0.5.
+<b>Outline style</b> (default Traced): Traced follows the probabilities (simplified by the tolerance above). Regular gives map-ready footprints: straight walls along each building's two main directions and right-angled corners (simplified by at least 1 m first); a building whose regular outline would overlap the traced one less than IoU 0.7 keeps its traced outline, so no building is lost or moved. Not with the SpaceNet 6 baseline (exact) preset.""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
     HELP_INPUT_SCALE,
     HELP_BAND_ORDER,
     HELP_LOOK_DIRECTION,
@@ -87,6 +90,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
     INFERENCE_PRECISION = "INFERENCE_PRECISION"  # PRECISION is the score output
     PRESET = "PRESET"
     TTA_SCALES = "TTA_SCALES"
+    OUTLINE = "OUTLINE"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
     BUILDING_COUNT = "BUILDING_COUNT"
@@ -112,6 +116,9 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SIMPLIFY, self.tr("Simplification tolerance [m]"),
             QgsProcessingParameterNumber.Double, defaultValue=0.5, minValue=0.0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.OUTLINE, self.tr("Outline style"), options=[self.tr(c) for c in OUTLINE_CHOICES], defaultValue=0,
+            optional=True))  # optional: models saved before it still validate
         main_input, advanced_input = input_parameters.input_parameters(self.tr)
         for parameter in main_input:
             self.addParameter(parameter)
@@ -229,6 +236,7 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
             ("--precision", PRECISIONS[self.parameterAsEnum(parameters, self.INFERENCE_PRECISION, context)]),
             ("--preset", PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]),
             ("--tta-scales", (self.parameterAsString(parameters, self.TTA_SCALES, context) or "").replace(" ", "")),
+            ("--outline", OUTLINE_STYLES[self.parameterAsEnum(parameters, self.OUTLINE, context)]),
         ]) + input_arguments(self, parameters, context)
 
     def _probability_path(self, parameters, context) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import processing
 import pytest
+import shapely
 from affine import Affine
 from qgis.core import (QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProcessingParameterDefinition,
                        QgsProcessingUtils, QgsVectorLayer)
@@ -261,3 +262,25 @@ def test_test_time_scales_run_through_the_worker_and_bad_ones_are_refused(plugin
     with pytest.raises(QgsProcessingException, match="Test-time scale 3.0 is outside 0.5-2"):
         run_extract(skewed_scene, threshold_model_path, tmp_path / "far.gpkg", TTA_SCALES="3")
     assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "far.gpkg").exists()
+
+
+def test_regular_outlines_square_the_skewed_pixels_corners_on_the_ground(plugin, skewed_scene, threshold_model_path,
+                                                                         tmp_path):
+    """SKEWED pixels are 84 degrees apart on the ground: traced boxes are parallelograms there,
+    regular ones rectangles on the same buildings."""
+    from sn6_footprints.core.postprocessing.outlines import right_angle_share
+
+    def polygons(result):
+        layer = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
+        return [shapely.from_wkt(f.geometry().asWkt()) for f in layer.getFeatures()]
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALG)
+    assert not algorithm.parameterDefinition("OUTLINE").flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    traced = polygons(run_extract(skewed_scene, threshold_model_path, tmp_path / "traced.gpkg"))
+    regular = polygons(run_extract(skewed_scene, threshold_model_path, tmp_path / "regular.gpkg", OUTLINE=1))
+    assert len(regular) == len(traced) == len(BOXES)
+    assert right_angle_share(traced, tolerance_deg=2) == 0.0
+    assert right_angle_share(regular, tolerance_deg=1) == 1.0
+    assert all(len(p.exterior.coords) == 5 for p in regular)
+    for before, after in zip(sorted(traced, key=lambda p: p.centroid.x), sorted(regular, key=lambda p: p.centroid.x)):
+        assert before.intersection(after).area / before.union(after).area > 0.85
