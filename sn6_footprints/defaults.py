@@ -22,6 +22,10 @@ PRESETS = (DEFAULT_PRESET, SN6_EXACT_PRESET)
 TRACED_OUTLINE = "traced"
 REGULAR_OUTLINE = "regular"
 OUTLINE_STYLES = (TRACED_OUTLINE, REGULAR_OUTLINE)
+# What a trained model predicts: the footprint only (the SN6 baseline's one channel), or the
+# footprint's body, edge and the contact between touching buildings (extraction then splits
+# touching buildings by a watershed). Names as the training CLI takes them -> output channels.
+MODEL_OUTPUTS = {"footprint": ("building",), "instances": ("body", "edge", "contact")}
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

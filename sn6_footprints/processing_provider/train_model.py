@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber, QgsRasterLayer,
                        QgsVectorLayer)
 
-from ..defaults import DEFAULT_LABEL_EROSION_M
+from ..defaults import DEFAULT_LABEL_EROSION_M, MODEL_OUTPUTS
 from .base import Sn6Algorithm
 from .core_bridge import check_outputs_are_not_inputs, export_source, optional_args, run_core, scratch_folder
 from . import input_parameters
@@ -24,6 +24,7 @@ from .truth_inputs import check_label_layers, export_path
 CANCELLED = ("Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
              "one was written); run again with Resume to continue.")
 
+OUTPUT_CHOICES = ("Footprint only (default)", "Footprint, edge and contact: split touching buildings")  # MODEL_OUTPUTS
 NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127.5 / 31.875)"),
                          ("sn6", "SN6 SAR-Intensity scale: (x − 127.5) / 31.875 on every band"),
                          ("per-band", "Per band: mean and std of the training data"))
@@ -46,7 +47,7 @@ HELP = "\n".join([
     HELP_INPUT_SCALE,
     HELP_BAND_ORDER + " A new model takes the bands it reads (named by their descriptions where they name "
                       "polarisations).",
-    """Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says another direction is turned by quarter turns to it, as extraction turns it; only flips that keep the look direction are used, left-right for north/south), <b>model pixel size</b> (m; every raster is resampled to it; empty: the initial model's, else the first raster's ground pixel size), <b>pixels 0 in every band are nodata</b> (default on), <b>resampling</b> (default auto; see below), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
+    """Advanced: <b>steps per epoch</b> (0 = about one pass over the training area; default 0), <b>seed</b> (default 0; the same seed gives the same run), <b>normalisation</b> (default automatic), <b>look direction</b> of the model (default: the initial model's, else north; a raster whose LOOK_DIRECTION tag says another direction is turned by quarter turns to it, as extraction turns it; only flips that keep the look direction are used, left-right for north/south), <b>model pixel size</b> (m; every raster is resampled to it; empty: the initial model's, else the first raster's ground pixel size), <b>pixels 0 in every band are nodata</b> (default on), <b>resampling</b> (default auto; see below), <b>minimum building area</b> (m², default 20), <b>shrink footprints in the masks</b> (m; every footprint is eroded by this much in the training masks so that touching buildings are a clear gap apart, and extraction grows each predicted blob back by as much; empty: the initial model's value, else 1 m; 0 learns whole footprints, as the SN6 baseline did; keep it under about 1.7 m at 0.5 m pixels and 20 m², or specks of noise grow past the minimum area: the log warns), <b>extra loss weight where touching buildings meet</b> (default 0 = off; with W, every pixel of the gap between two touching footprints, and the edge pixel of each, counts 1 + W times in the focal loss, as the U-Net paper weights the borders between touching cells; the bundled model was trained without it), <b>model outputs</b> (default Footprint only; Footprint, edge and contact: the model also learns each footprint's outline and the gap between touching buildings, and extraction splits touching buildings with a marker-based watershed seeded from the building cores; an initial one-channel model keeps its footprint channel and gains the two others), <b>mixed precision</b> (default on: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16, about 3x faster there; other CPUs train in float32).""",  # noqa: E501 - one paragraph a line: QGIS shows newlines as line breaks
     HELP_ZEROS_NODATA,
     HELP_RESAMPLING,
     """<b>Output model</b>: a file (not a temporary one: it would be deleted when QGIS exits), the best epoch's checkpoint (.pt), with what extraction needs: width, bands, normalisation, pixel size, threshold, look direction, training data, validation F1.
@@ -76,6 +77,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
     MIN_AREA = "MIN_AREA"
     LABEL_EROSION = "LABEL_EROSION"
     CONTACT_WEIGHT = "CONTACT_WEIGHT"
+    OUTPUTS = "OUTPUTS"
     MIXED_PRECISION = "MIXED_PRECISION"
     RESUME_BESIDE_OUTPUT = "RESUME_BESIDE_OUTPUT"
     INPUT_SCALE = input_parameters.INPUT_SCALE
@@ -153,6 +155,9 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                          self.tr("Extra loss weight where touching buildings meet (0: off)"),
                                          QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
                                          maxValue=50.0),
+            QgsProcessingParameterEnum(self.OUTPUTS, self.tr("Model outputs"),
+                                       options=[self.tr(c) for c in OUTPUT_CHOICES], defaultValue=0,
+                                       optional=True),  # optional: models saved before it still validate
             QgsProcessingParameterBoolean(self.RESUME_BESIDE_OUTPUT,
                                           self.tr("Keep the resume file beside the output (<output>.resume.pt)"),
                                           defaultValue=False),
@@ -269,5 +274,6 @@ class TrainModelAlgorithm(Sn6Algorithm):
             ("--min-area", self.parameterAsDouble(parameters, self.MIN_AREA, context)),
             ("--label-erosion", self._optional_number(parameters, self.LABEL_EROSION, context)),
             ("--contact-weight", self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context)),
+            ("--outputs", tuple(MODEL_OUTPUTS)[self.parameterAsEnum(parameters, self.OUTPUTS, context)]),
             ("--pixel-size", self._optional_number(parameters, self.PIXEL_SIZE, context)),
         ]) + input_arguments(self, parameters, context, look_direction=False)

@@ -86,6 +86,21 @@ def test_contact_weight_is_an_advanced_parameter_recorded_in_the_model(algorithm
         run_train(raster, labels, tmp_path / "bad.pt", CONTACT_WEIGHT=-1.0)
 
 
+def test_an_instance_model_is_trained_through_the_worker_and_extraction_splits_with_it(algorithm, scene, tmp_path):
+    parameter = algorithm.parameterDefinition("OUTPUTS")
+    assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0
+    raster, labels = scene
+    result = run_train(raster, labels, tmp_path / "instances.pt", EPOCHS=1, VALIDATION_SHARE=0, OUTPUTS=1)
+    model, settings = load_model(result["OUTPUT_MODEL"])
+    assert settings.outputs == ("body", "edge", "contact") and model.out_channels == 3 and settings.splits_instances
+    log = []
+    feedback = QgsProcessingFeedback()
+    feedback.pushInfo = log.append
+    processing.run("sn6_footprints:extract_footprints", {"INPUT": str(raster), "MODEL": result["OUTPUT_MODEL"],
+                                                         "OUTPUT": str(tmp_path / "out.gpkg")}, feedback=feedback)
+    assert any("split by a marker-based watershed on the model's edge, contact output(s)" in line for line in log)
+
+
 def test_footprint_layers_from_any_provider_are_read_through_qgis(algorithm, scene, tmp_path):
     raster, labels = scene
     memory = QgsVectorLayer(str(labels), "footprints", "ogr").materialize(QgsFeatureRequest())
