@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,25 @@ def model_row(path: Path, precision: str = "float32", tta_scales: tuple = ()) ->
             "file_mb": path.stat().st_size / 2 ** 20, "description": settings.description}
     options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision, tta_scales=tuple(tta_scales))
     return info, lambda raster: extract_footprints(raster, options)
+
+
+# A seed threshold no probability product reaches: no seeds, every footprint blob stays whole,
+# so the row is the instance model's footprint channel under the plain threshold.
+NO_SEEDS = 0.999999
+
+
+def unsplit_row(path: Path, scratch: Path) -> tuple[dict, object]:
+    """An instance-aware checkpoint without its watershed: what the splitting contributes."""
+    from dataclasses import replace
+
+    from sn6_footprints.core.weights import load_model, save_model
+
+    model, settings = load_model(path)
+    copy = scratch / f"{path.stem}-unsplit.pt"
+    save_model(copy, model, replace(settings, seed_threshold=NO_SEEDS))
+    info, extract = model_row(copy)
+    info.update(name=f"{path.stem} (no watershed)", path=str(path))
+    return info, extract
 
 
 def baseline_row() -> tuple[dict, object]:
@@ -98,6 +118,8 @@ def main(argv=None) -> int:
     parser.add_argument("--span-baseline", action="store_true", help="also score the non-learned span baseline")
     parser.add_argument("--tta-scales", nargs="*", default=[], type=float, metavar="S",
                         help="also score each model with multi-scale test-time augmentation at these scales")
+    parser.add_argument("--without-watershed", action="store_true",
+                        help="also score each instance-aware model with its watershed off (plain threshold)")
     parser.add_argument("--sets", nargs="+", default=list(HELDOUT_SETS), choices=list(HELDOUT_SETS))
     parser.add_argument("--scenes-per-set", type=int, default=SCENES_PER_SET)
     parser.add_argument("--size", type=int, default=HELDOUT_SCENE_PX, help="scene side in px")
@@ -123,6 +145,12 @@ def main(argv=None) -> int:
     candidates = [model_row(path, precision) for path in args.models for precision in args.precisions]
     if args.tta_scales:
         candidates += [model_row(path, args.precisions[0], tuple(args.tta_scales)) for path in args.models]
+    scratch = tempfile.TemporaryDirectory(prefix="sn6-evaluate-")
+    if args.without_watershed:
+        from sn6_footprints.core.weights import load_model
+
+        candidates += [unsplit_row(path, Path(scratch.name)) for path in args.models
+                       if load_model(path)[1].splits_instances]
     if args.span_baseline:
         candidates.append(baseline_row())
     rows = []

@@ -132,6 +132,7 @@ def right_angle_share(polygons, tolerance_deg: float = 10.0) -> float:
 
 
 def vertices_per_building(polygons) -> float:
-    """Mean count of exterior vertices (the closing vertex not counted)."""
-    counts = [len(p.exterior.coords) - 1 for p in polygons if not p.is_empty]
+    """Mean count of exterior corners: vertices where the outline turns (collinear and repeated
+    vertices and the closing one not counted), so outlines from any tool compare fairly."""
+    counts = [len(p.simplify(0.0).exterior.coords) - 1 for p in polygons if not p.is_empty]
     return float(np.mean(counts)) if counts else 0.0
