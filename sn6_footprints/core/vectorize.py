@@ -7,7 +7,7 @@ buildings whatever the transform (rotated, south-up, ...).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import rasterio
@@ -78,6 +78,25 @@ def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
                              min_box_px, grow_px)
 
 
+def _bounding_boxes(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count + 1, 4) rows (first row, last row, first column, last column) of every label
+    (-1 for an absent one); one sort instead of scipy's find_objects, which made a slice
+    pair per label and cost half a second a strip on a speckled mask of 200,000 labels."""
+    boxes = np.full((count + 1, 4), -1, np.int64)
+    flat = np.flatnonzero(labels)
+    if flat.size == 0:
+        return boxes
+    values = labels.ravel()[flat]
+    order = np.argsort(values, kind="stable")
+    values, flat = values[order], flat[order]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    rows, columns = np.divmod(flat, labels.shape[1])
+    boxes[values[starts]] = np.stack([np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts),
+                                      np.minimum.reduceat(columns, starts),
+                                      np.maximum.reduceat(columns, starts)], axis=1)
+    return boxes
+
+
 def blobs_from_labels(labels: np.ndarray, count: int, probability: np.ndarray, row_offset: int,
                       top_is_border: bool, bottom_is_border: bool, min_box_px: float = 0.0,
                       grow_px: float = 0.0) -> list[Blob]:
@@ -95,10 +114,10 @@ def blobs_from_labels(labels: np.ndarray, count: int, probability: np.ndarray, r
     if bottom_is_border:
         touches[labels[-1]] = True
     if min_box_px > 0:
-        boxes = ndimage.find_objects(labels)
-        grown = np.array([(b[0].stop - b[0].start + 2 * grow_px) * (b[1].stop - b[1].start + 2 * grow_px)
-                          for b in boxes])
-        keep = np.concatenate([[False], (grown >= min_box_px) | touches[1:]])
+        boxes = _bounding_boxes(labels, count)
+        grown = (boxes[:, 1] - boxes[:, 0] + 1 + 2 * grow_px) * (boxes[:, 3] - boxes[:, 2] + 1 + 2 * grow_px)
+        keep = (grown >= min_box_px) | touches
+        keep[0] = False
         mask = keep[labels]
     blobs = []
     for geometry, value in shapes(labels.astype(np.int32), mask=mask, connectivity=4,
@@ -109,20 +128,13 @@ def blobs_from_labels(labels: np.ndarray, count: int, probability: np.ndarray, r
     return blobs
 
 
-def merge_across_strips(blobs: list[Blob]) -> list[Blob]:
-    """Union blobs that share a strip border; pixel statistics add up."""
-    inner = [b for b in blobs if not b.touches_border]
-    edge = [b for b in blobs if b.touches_border]
-    if not edge:
-        return inner
-    merged = shapely.unary_union([b.polygon for b in edge])
-    parts = list(merged.geoms) if hasattr(merged, "geoms") else [merged]
-    tree = shapely.STRtree([b.polygon.representative_point() for b in edge])
-    for part in parts:
-        members = tree.query(part, predicate="contains")
-        inner.append(Blob(part, sum(edge[i].pixels for i in members),
-                          sum(edge[i].probability_sum for i in members), False))
-    return inner
+def merged_blob(members: list[Blob]) -> Blob:
+    """The pieces of one blob (or instance) cut by strip borders as one: their union, pixel
+    statistics added up."""
+    if len(members) == 1:
+        return replace(members[0], touches_border=False)
+    return Blob(shapely.unary_union([m.polygon for m in members]), sum(m.pixels for m in members),
+                sum(m.probability_sum for m in members), False)
 
 
 def grown_outline(polygon: shapely.Polygon, grow_px: float) -> shapely.Polygon:
@@ -149,18 +161,25 @@ def _canonical(polygon: shapely.Polygon) -> shapely.Polygon:
 
 class BlobCollector:
     """The blobs of strips handed over top to bottom (blended rows as the engine finishes them,
-    or strips read from a probability raster); merged across strip borders at the end."""
+    or strips read from a probability raster). A blob inside its strip is finished at once (on
+    the engine's sink thread, while the model runs); a blob on a strip border waits only for
+    the next strip, where it either continues (its pieces join) or not: what is kept between
+    strips is the open blobs on one border, so memory follows the raster's width, never its
+    height."""
 
-    def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0,
-                 finish=None):
+    # Pieces that share a column across the border join: 4-connected pixels are one blob.
+    BORDER_SHARE = 0.0
+
+    def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0, *,
+                 finish):
         self.height, self.threshold = height, threshold
         self.min_box_px, self.grow_px = min_box_px, grow_px  # see :func:`blobs_in_strip`
-        # With ``finish`` (a blob -> finished footprint or None), a blob inside its strip is
-        # finished at once (on the engine's sink thread, while the model runs); only blobs on a
-        # strip border wait for the merge. Without it every blob is kept in ``blobs``.
-        self.finish = finish
-        self.blobs: list[Blob] = []
+        self.finish = finish              # a blob -> finished footprint, or None (under the minimum area)
         self.finished: list = []
+        self.open: dict[int, list[Blob]] = {}  # pieces of blobs that reach the latest strip's bottom border
+        self._open_label: dict[int, int] = {}  # a label on that border -> its entry in ``open``
+        self._bottom_row: np.ndarray | None = None
+        self._groups = 0
 
     @classmethod
     def for_options(cls, info: ModelGrid, options: "VectorizeOptions") -> "BlobCollector":
@@ -168,31 +187,74 @@ class BlobCollector:
                    finish=lambda blob: finished_footprint(blob, info, options))
 
     def add_strip(self, probability: np.ndarray, top: int) -> None:
-        bottom = top + probability.shape[0]
-        blobs = blobs_in_strip(probability, top, self.threshold, top_is_border=top > 0,
-                               bottom_is_border=bottom < self.height, min_box_px=self.min_box_px,
-                               grow_px=self.grow_px)
-        if self.finish is None:
-            self.blobs += blobs
-            return
-        for blob in blobs:
-            if blob.touches_border:
-                self.blobs.append(blob)
-            elif (record := self.finish(blob)) is not None:
-                self.finished.append(record)
+        labels, count = ndimage.label(probability > self.threshold, structure=FOUR_CONNECTED)
+        self.add_labels(labels, count, probability, top)
 
     def add(self, rows) -> None:
         """A :class:`~.engine.stream.BlendedRows` (0 where invalid, so nodata is never a building)."""
         self.add_strip(rows.probability, rows.top)
 
+    def add_labels(self, labels: np.ndarray, count: int, probability: np.ndarray, top: int) -> None:
+        """The next strip's blobs as a label image; those inside it are finished, those on the
+        border with the previous strip join the pieces they continue."""
+        bottom = top + labels.shape[0]
+        top_is_border, bottom_is_border = top > 0, bottom < self.height
+        blobs = blobs_from_labels(labels, count, probability, top, top_is_border, bottom_is_border,
+                                  self.min_box_px, self.grow_px)
+        parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+        def find(key):
+            while parent.get(key, key) != key:
+                key = parent[key]
+            return key
+
+        if top_is_border and self._bottom_row is not None:
+            for above, below in self._continuing(self._bottom_row, labels[0]):
+                a, b = find(("open", self._open_label[above])), find(("new", below))
+                if a != b:
+                    parent[a] = b
+        groups: dict[tuple[str, int], list[Blob]] = {}
+        for number, members in self.open.items():
+            groups.setdefault(find(("open", number)), []).extend(members)
+        on_bottom = set(np.unique(labels[-1]).tolist()) - {0} if bottom_is_border else set()
+        for blob in blobs:
+            if blob.touches_border:
+                groups.setdefault(find(("new", blob.label)), []).append(blob)
+            else:
+                self._finish(blob)
+        on_bottom_in: dict[tuple[str, int], list[int]] = {}
+        for label in on_bottom:
+            on_bottom_in.setdefault(find(("new", label)), []).append(label)
+        self.open, self._open_label = {}, {}
+        for root, members in groups.items():
+            if root not in on_bottom_in:
+                self._finish(merged_blob(members))
+                continue
+            self._groups += 1
+            self.open[self._groups] = members
+            self._open_label.update(dict.fromkeys(on_bottom_in[root], self._groups))
+        self._bottom_row = labels[-1].copy() if bottom_is_border else None
+
+    def _continuing(self, above: np.ndarray, below: np.ndarray) -> list[tuple[int, int]]:
+        """(label above, label below) of the pieces that continue across a border."""
+        both = (above > 0) & (below > 0)
+        if not both.any():
+            return []
+        pairs, shared = np.unique(np.stack([above[both], below[both]]), axis=1, return_counts=True)
+        runs_above, runs_below = np.bincount(above), np.bincount(below)
+        return [(int(a), int(b)) for (a, b), n in zip(pairs.T, shared)
+                if n >= self.BORDER_SHARE * min(runs_above[a], runs_below[b])]
+
+    def _finish(self, blob: Blob) -> None:
+        if (record := self.finish(blob)) is not None:
+            self.finished.append(record)
+
     def polygons(self, info: ModelGrid, options: "VectorizeOptions",
                  feedback: Feedback | None = None) -> tuple[list, dict[str, list]]:
-        """Every footprint: those finished as strips came and the merged border blobs."""
-        return polygons_from_blobs(self._border_blobs(), info, options, feedback, finished=self.finished)
-
-    def _border_blobs(self) -> list[Blob]:
-        """The blobs kept for the end (all of them without ``finish``), merged across strip borders."""
-        return merge_across_strips(self.blobs)
+        """Every footprint: those finished as strips came, and any still open (a caller that
+        stopped before the last strip)."""
+        remaining = [merged_blob(members) for members in self.open.values()]
+        return polygons_from_blobs(remaining, info, options, feedback, finished=self.finished)
 
 
 class InstanceCollector(BlobCollector):
@@ -205,10 +267,8 @@ class InstanceCollector(BlobCollector):
     BORDER_SHARE = 0.5
 
     def __init__(self, height: int, settings, min_box_px: float, grow_px: float, finish):
-        super().__init__(height, settings.threshold, min_box_px, grow_px, finish)
+        super().__init__(height, settings.threshold, min_box_px, grow_px, finish=finish)
         self.settings = settings
-        self.border_rows: list[tuple[np.ndarray, np.ndarray]] = []  # per strip: its top and bottom label rows
-        self.edge: list[dict[int, Blob]] = []                      # per strip: its blobs on a border, by label
 
     @classmethod
     def for_settings(cls, info: ModelGrid, options: "VectorizeOptions", settings) -> "InstanceCollector":
@@ -219,39 +279,7 @@ class InstanceCollector(BlobCollector):
         from .postprocessing.instances import split_model_outputs
 
         labels = split_model_outputs(rows.channels, self.settings)  # 0 where invalid: never a building
-        top, bottom = rows.top, rows.top + labels.shape[0]
-        blobs = blobs_from_labels(labels, int(labels.max(initial=0)), rows.probability, top, top > 0,
-                                  bottom < self.height, self.min_box_px, self.grow_px)
-        self.border_rows.append((labels[0].copy(), labels[-1].copy()))
-        self.edge.append({blob.label: blob for blob in blobs if blob.touches_border})
-        for blob in blobs:
-            if not blob.touches_border and (record := self.finish(blob)) is not None:
-                self.finished.append(record)
-
-    def _border_blobs(self) -> list[Blob]:
-        parent: dict[tuple[int, int], tuple[int, int]] = {}
-
-        def find(key):
-            while parent.get(key, key) != key:
-                key = parent[key]
-            return key
-
-        for strip in range(len(self.border_rows) - 1):
-            above, below = self.border_rows[strip][1], self.border_rows[strip + 1][0]
-            both = (above > 0) & (below > 0)
-            if not both.any():
-                continue
-            runs_above, runs_below = np.bincount(above), np.bincount(below)
-            pairs, shared = np.unique(np.stack([above[both], below[both]]), axis=1, return_counts=True)
-            for (a, b), n in zip(pairs.T, shared):
-                if n >= self.BORDER_SHARE * min(runs_above[a], runs_below[b]):
-                    parent[find((strip, int(a)))] = find((strip + 1, int(b)))
-        groups: dict[tuple[int, int], list[Blob]] = {}
-        for strip, blobs in enumerate(self.edge):
-            for label, blob in blobs.items():
-                groups.setdefault(find((strip, label)), []).append(blob)
-        return [Blob(shapely.unary_union([m.polygon for m in members]), sum(m.pixels for m in members),
-                     sum(m.probability_sum for m in members), False) for members in groups.values()]
+        self.add_labels(labels, int(labels.max(initial=0)), rows.probability, rows.top)
 
 
 def vectorize_probabilities(probability_path, info: ModelGrid, options: VectorizeOptions = VectorizeOptions(),

@@ -267,26 +267,31 @@ def test_bad_tta_scales_are_refused_before_any_work(tmp_path, model_path, scales
 
 
 def test_speckle_dropped_before_polygonising_gives_the_same_footprints(tmp_path):
-    """Blobs too small to become footprints are dropped at the label stage; what remains is
-    exactly what polygonising everything and filtering afterwards gives (strips included)."""
-    from sn6_footprints.core.vectorize import BlobCollector, merge_across_strips, polygons_from_blobs
+    """Blobs too small to become footprints are dropped at the label stage, and blobs cut by
+    strip borders join exactly: strips of 50 rows give what polygonising every blob of the
+    whole raster at once, and filtering afterwards, gives."""
+    from scipy import ndimage
+
+    from sn6_footprints.core.vectorize import FOUR_CONNECTED, BlobCollector, blobs_from_labels, polygons_from_blobs
 
     rng = np.random.default_rng(5)
     probability = (rng.random((120, 150)) > 0.55).astype(np.float32)
-    probability[10:40, 10:60] = 1.0  # one real building among the speckle
+    probability[10:40, 10:60] = 1.0    # one real building among the speckle
+    probability[45:105, 80:95] = 1.0   # one cut by two strip borders
     path = write_raster(tmp_path / "p.tif", probability[None])
     with rasterio.open(path) as ds:
         info = RasterInfo.of(ds)
     options = VectorizeOptions(0.5, 12.0, 0.0, strip_height_px=50, grow_px=1.0)
-    unfiltered = BlobCollector(info.height, 0.5)
-    for top in range(0, info.height, 50):
-        unfiltered.add_strip(probability[top:top + 50], top)
-    expected = polygons_from_blobs(merge_across_strips(unfiltered.blobs), info, options)
+    labels, count = ndimage.label(probability > 0.5, structure=FOUR_CONNECTED)
+    expected = polygons_from_blobs(blobs_from_labels(labels, count, probability, 0, False, False), info, options)
     filtered = vectorize_probabilities(path, info, options)
-    assert len(filtered[0]) == len(expected[0]) >= 1
+    assert len(filtered[0]) == len(expected[0]) >= 2
     assert [g.wkt for g in filtered[0]] == [g.wkt for g in expected[0]]
-    assert filtered[1] == expected[1]
-    prefiltered = BlobCollector.for_options(info, options)
-    prefiltered.add_strip(probability[50:100], 50)
-    assert len(prefiltered.blobs) + len(prefiltered.finished) < len(
-        [b for b in unfiltered.blobs if 50 <= b.polygon.bounds[1] < 100]) / 3
+    assert filtered[1]["area_m2"] == expected[1]["area_m2"]
+    assert filtered[1]["confidence"] == pytest.approx(expected[1]["confidence"], abs=2e-6)
+
+    first = BlobCollector.for_options(info, options)
+    first.add_strip(probability[:50], 0)
+    waiting = [piece for pieces in first.open.values() for piece in pieces]
+    assert waiting and all(piece.polygon.bounds[3] == 50 for piece in waiting)  # only what reaches the border
+    assert len(first.finished) + len(waiting) < ndimage.label(probability[:50] > 0.5, FOUR_CONNECTED)[1] / 3
