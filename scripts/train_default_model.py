@@ -123,16 +123,22 @@ def calibrate_threshold(model_path: Path, workdir: Path, size_px: int) -> dict:
 def calibrate_instances(model_path: Path, workdir: Path, size_px: int) -> dict:
     """Pick the footprint threshold and the watershed's seed threshold of an instance-aware
     model (flip averaging on) with the best pooled object F1 on the calibration scenes, and
-    store them in the checkpoint. Each candidate is a copy of the checkpoint with those two
-    settings, run through the real extraction."""
-    import tempfile
+    store them in the checkpoint. The model runs once per scene, through the real extraction;
+    every candidate then splits and vectorises the same blended outputs with the extraction's
+    own collector (what extracting with that candidate's settings gives: the thresholds act
+    after the model)."""
     from dataclasses import replace
 
-    from sn6_footprints.core.extract import ExtractionOptions, extract_footprints, score_extraction
+    import rasterio
+
+    from sn6_footprints.core.extract import ExtractionOptions, ExtractionResult, extract_footprints, score_extraction
+    from sn6_footprints.core.reading import InputOptions, plan_input
     from sn6_footprints.core.vector_io import read_footprints
+    from sn6_footprints.core.vectorize import InstanceCollector, VectorizeOptions
     from sn6_footprints.core.weights import load_model, save_model
 
     model, settings = load_model(model_path)
+    extraction = ExtractionOptions(model_path=str(model_path), flip_average=True)
     scenes = []
     for index, seed in enumerate(INSTANCE_CALIBRATION_SEEDS):
         layout = "dense" if index % 2 else "mixed"
@@ -140,21 +146,27 @@ def calibrate_instances(model_path: Path, workdir: Path, size_px: int) -> dict:
         if not (raster.is_file() and labels.is_file()):
             simulate_scene(raster, labels, width_px=size_px, height_px=size_px, seed=seed,
                            look_direction=LOOKS[index % len(LOOKS)], layout=layout)
-        scenes.append((raster, read_footprints(labels).geometries))
+        rows: list = []
+        run = extract_footprints(raster, extraction, observe_rows=rows.append)
+        with rasterio.open(raster) as dataset:
+            grid = plan_input(dataset, settings, InputOptions(), raster.name).grid
+        scenes.append((rows, grid, run.crs_wkt, read_footprints(labels).geometries))
     f1_by_choice = {}
-    with tempfile.TemporaryDirectory(prefix="sn6-calibrate-") as scratch:
-        for seed_threshold in SEED_THRESHOLDS:
-            candidate = Path(scratch) / f"seed_{seed_threshold:g}.pt"
-            save_model(candidate, model, replace(settings, seed_threshold=seed_threshold, flip_average=True))
-            for threshold in INSTANCE_THRESHOLDS:
-                tp = fp = fn = 0
-                options = ExtractionOptions(model_path=str(candidate), threshold=threshold)
-                for raster, truth in scenes:
-                    report = score_extraction(extract_footprints(raster, options), truth)
-                    tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
-                f1 = f1_by_choice[seed_threshold, threshold] = 2 * tp / max(1, 2 * tp + fp + fn)
-                print(f"seed threshold {seed_threshold:.2f}, threshold {threshold:.2f}: F1 {f1:.3f} "
-                      f"(TP {tp}, FP {fp}, FN {fn})", flush=True)
+    for seed_threshold in SEED_THRESHOLDS:
+        for threshold in INSTANCE_THRESHOLDS:
+            candidate = replace(settings, threshold=threshold, seed_threshold=seed_threshold, flip_average=True)
+            tp = fp = fn = 0
+            for rows, grid, crs_wkt, truth in scenes:
+                vectorize = VectorizeOptions.for_model(candidate, grid, extraction.simplify_m)
+                collector = InstanceCollector.for_settings(grid, vectorize, candidate)
+                for block in rows:
+                    collector.add(block)
+                geometries, attributes = collector.polygons(grid, vectorize)
+                report = score_extraction(ExtractionResult(geometries, attributes, crs_wkt, candidate, "cpu"), truth)
+                tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
+            f1 = f1_by_choice[seed_threshold, threshold] = 2 * tp / max(1, 2 * tp + fp + fn)
+            print(f"seed threshold {seed_threshold:.2f}, threshold {threshold:.2f}: F1 {f1:.3f} "
+                  f"(TP {tp}, FP {fp}, FN {fn})", flush=True)
     seed_threshold, threshold = max(f1_by_choice, key=f1_by_choice.get)
     extra = dict(settings.extra, threshold_calibration={
         "seeds": [INSTANCE_CALIBRATION_SEEDS.start, INSTANCE_CALIBRATION_SEEDS.stop - 1], "flip_average": True,

@@ -113,7 +113,8 @@ def default_reader_threads(device) -> int:
 
 
 def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSettings, plan, info: RasterInfo,
-                       options: ExtractionOptions, deliver_path, feedback: Feedback, seconds: dict) -> tuple:
+                       options: ExtractionOptions, deliver_path, feedback: Feedback, seconds: dict,
+                       observe_rows=None) -> tuple:
     """This plugin's engine: blended rows go straight to the vectoriser (and to the probability
     raster when asked), on the sink thread while the model runs; no temporary raster."""
     grid = plan.grid
@@ -133,7 +134,8 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
     crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
     with probability_rasters(targets, grid, crs) as rasters:
         stats = run_engine(raster_path, predictor, settings, plan,
-                           [("vectorize", collector.add)] + [("write", r.write) for r in rasters],
+                           [("vectorize", collector.add)] + [("write", r.write) for r in rasters]
+                           + ([("observe", observe_rows)] if observe_rows is not None else []),
                            options.tiling, SubFeedback(feedback, 0, 90),
                            reader_threads=options.reader_threads or default_reader_threads(predictor.device))
     report_skipped(stats, feedback)
@@ -146,7 +148,8 @@ def _engine_footprints(raster_path, predictor: Predictor, settings: ModelSetting
 
 def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptions(),
                        feedback: Feedback | None = None, input_plan=None,
-                       write_outputs: Callable[[ExtractionResult], None] | None = None) -> ExtractionResult:
+                       write_outputs: Callable[[ExtractionResult], None] | None = None,
+                       observe_rows: Callable | None = None) -> ExtractionResult:
     """Run the model over ``raster_path`` tile by tile and return the footprints (``input_plan``:
     the one validation already made for these options, so the raster is not sampled twice).
 
@@ -154,7 +157,11 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
     raster takes the user's name: if it fails, no probability raster is delivered either, so
     the outputs are complete or absent together. The partial probability raster is removed on
     every way out, a :class:`Cancelled` raised by a signal handler of the caller's included
-    (the CLI makes SIGTERM one)."""
+    (the CLI makes SIGTERM one).
+
+    ``observe_rows`` also receives every blended block of rows (:class:`~.engine.stream.BlendedRows`,
+    every output channel), so a calibration can try many post-processing settings on one run
+    of the model (not with the sn6-exact preset, which has no blended rows)."""
     feedback = feedback or Feedback()
     _check_probability_output(raster_path, options)
     seconds: dict[str, float] = {}
@@ -213,7 +220,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
             seconds.update(stage_seconds)
         else:
             geometries, attributes = _engine_footprints(raster_path, predictor, settings, plan, info, options,
-                                                        partial, feedback, seconds)
+                                                        partial, feedback, seconds, observe_rows)
         seconds["processing"] = time.perf_counter() - t0  # wall time of the whole run after loading
         feedback.check_cancelled()  # cancelled after the last strip: no result, nothing to write
         result = ExtractionResult(geometries, attributes, info.crs_wkt, settings,

@@ -93,3 +93,37 @@ def test_a_terrace_is_two_buildings_and_each_building_one(paths, tiling):
 def test_the_same_body_without_a_contact_output_merges_the_terrace(paths):
     raster, _, one = paths
     assert len(run(raster, one)) == 2
+
+
+def test_rows_observed_in_one_run_give_what_extracting_with_other_settings_gives(paths, tmp_path):
+    """The instance calibration's shortcut (scripts/train_default_model.py): the blended rows of
+    one run, split and vectorised under another seed threshold, give exactly the footprints
+    that extracting with a checkpoint holding that seed threshold gives."""
+    from dataclasses import replace
+
+    import rasterio
+
+    from sn6_footprints.core.reading import InputOptions, plan_input
+    from sn6_footprints.core.vectorize import InstanceCollector, VectorizeOptions
+    from sn6_footprints.core.weights import load_model
+
+    raster, model, _ = paths
+    rows = []
+    options = ExtractionOptions(model_path=str(model), tiling=TilingOptions(64, 16, 3), simplify_m=0,
+                                flip_average=False)
+    assert len(extract_footprints(raster, options, observe_rows=rows.append)) == 3
+    assert len(rows) > 2 and all(r.channels is not None and r.channels.shape[0] == 3 for r in rows)
+    net, settings = load_model(model)
+    unseeded = replace(settings, seed_threshold=0.999999)   # no seed: the terrace stays one blob
+    expected = extract_footprints(raster, replace(options, model_path=str(save_model(tmp_path / "u.pt", net,
+                                                                                      unseeded))))
+    with rasterio.open(raster) as dataset:
+        grid = plan_input(dataset, settings, InputOptions(), "scene.tif").grid
+    vectorize = VectorizeOptions.for_model(unseeded, grid, 0)
+    collector = InstanceCollector.for_settings(grid, vectorize, unseeded)
+    for block in rows:
+        collector.add(block)
+    geometries, attributes = collector.polygons(grid, vectorize)
+    assert len(geometries) == len(expected) == 2
+    assert [g.wkt for g in geometries] == [g.wkt for g in expected.geometries]
+    assert attributes == expected.attributes
