@@ -114,6 +114,10 @@ class TrainingOptions:
     # model; ("body", "edge", "contact") adds an edge band and the contact zone between touching
     # buildings as targets, each with the same dice + focal loss, for the watershed to split on.
     outputs: tuple[str, ...] = ("building",)
+    # Fine-tuning a one-channel model into an instance-aware one: train only the new output
+    # channels' final 1x1 weights, so the footprint channel stays exactly the initial model's
+    # (extraction without the watershed gives its results) and only the splitting is new.
+    train_only_new_outputs: bool = False
     threshold: float = SN6_THRESHOLD
     focal_weight: float = 10.0
     focal_gamma: float = 2.0
@@ -791,6 +795,19 @@ def with_outputs(model: UNet11, settings: ModelSettings, outputs: tuple[str, ...
     return widened
 
 
+def _freeze_all_but_new_outputs(model: UNet11, settings: ModelSettings, feedback: Feedback):
+    """Only the final layer learns; its footprint row is restored after every step (weight
+    decay would move it even without a gradient). Returns that row (weight, bias)."""
+    if settings.out_channels < 2:
+        raise TrainingError("Training only the new outputs needs an instance-aware model (outputs body, edge, "
+                            "contact) fine-tuned from a one-channel one.")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("final."))
+    feedback.info(f"Only the {', '.join(settings.outputs[1:])} channels of the final layer train; the footprint "
+                  "channel and every layer below stay the initial model's.")
+    return model.final.weight[:1].detach().clone(), model.final.bias[:1].detach().clone()
+
+
 def _load_initial_model(initial_model: str) -> tuple[UNet11, ModelSettings]:
     """The checkpoint to fine-tune ("bundled": the plugin's own model)."""
     if initial_model == BUNDLED:
@@ -940,7 +957,8 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                                   f"(not {options.width:g}).")
             base = _base_settings(data, options, initial_settings, model, feedback)
         model.to(device, memory_format=torch.channels_last).train()  # faster convolutions, CPU and CUDA
-        optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate,
+        kept_outputs = _freeze_all_but_new_outputs(model, base, feedback) if options.train_only_new_outputs else None
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.learning_rate,
                                       weight_decay=options.weight_decay)
         history: list[EpochRecord] = []
         best_key, best_epoch, start_epoch, total_steps = None, None, 0, 0
@@ -997,6 +1015,10 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
                 else:
                     loss.backward()
                     optimizer.step()
+                if kept_outputs is not None:  # the kept channels' rows of the final layer, exactly
+                    with torch.no_grad():
+                        model.final.weight[:1].copy_(kept_outputs[0])
+                        model.final.bias[:1].copy_(kept_outputs[1])
                 losses.append(loss.item())
                 total_steps += 1
                 feedback.set_progress(progress_from + progress_span * train_share / 100 * (step + 1) / steps)

@@ -193,3 +193,26 @@ def test_a_one_channel_initial_model_gains_extra_channels_and_keeps_its_footprin
         # the new channels start silent, at the rare-class prior, whatever the input
         new = torch.sigmoid(widened(probe())[:, 1:])
     assert torch.allclose(new, torch.full_like(new, NEW_OUTPUT_PRIOR), atol=1e-6)
+
+
+def test_training_only_the_new_outputs_keeps_the_footprint_channel_exactly(tmp_path):
+    """Fine-tuning a one-channel model with train_only_new_outputs: its footprint logits are
+    the initial model's to the bit (weight decay included), while the new channels learn."""
+    raster, labels = _pair_scene(tmp_path)
+    initial = save_model(tmp_path / "one.pt", threshold_model(width=1 / 16), ModelSettings(width=1 / 16))
+    options = TrainingOptions(width=1 / 16, tile_size_px=64, batch_size=2, epochs=1, steps_per_epoch=3,
+                              learning_rate=1e-2, validation_share=0, outputs=INSTANCE_OUTPUTS,
+                              initial_model=str(initial), train_only_new_outputs=True)
+    train_model([raster], [labels], tmp_path / "heads.pt", options)
+    before, _ = load_model(initial)
+    after, settings = load_model(tmp_path / "heads.pt")
+    assert settings.outputs == INSTANCE_OUTPUTS
+    with torch.no_grad():
+        assert torch.equal(after(probe())[:, :1], before(probe()))
+        new = torch.sigmoid(after(probe())[:, 1:])
+    assert not torch.allclose(new, torch.full_like(new, NEW_OUTPUT_PRIOR), atol=1e-3)  # the heads moved
+    for name, value in before.state_dict().items():
+        if not name.startswith("final."):
+            assert torch.equal(after.state_dict()[name], value), name
+    with pytest.raises(Exception, match="needs an instance-aware model"):
+        train_model([raster], [labels], tmp_path / "x.pt", replace(options, outputs=("building",)))
