@@ -16,6 +16,7 @@ from affine import Affine
 from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
+from scipy.cluster.hierarchy import DisjointSet
 
 from .feedback import Feedback, SubFeedback
 from .postprocessing.outlines import REGULAR_TOLERANCE_M, regular_outline
@@ -64,20 +65,6 @@ def pixel_ground_frame(grid: ModelGrid) -> tuple[float, float, float, float]:
     return (ax, bx, ay, by)
 
 
-def blobs_in_strip(probability: np.ndarray, row_offset: int, threshold: float,
-                   top_is_border: bool, bottom_is_border: bool, min_box_px: float = 0.0,
-                   grow_px: float = 0.0) -> list[Blob]:
-    """The 4-connected blobs above ``threshold`` in one strip, in full-raster pixel coordinates.
-
-    A blob inside the strip whose grown bounding box is under ``min_box_px`` cannot become a
-    footprint (:func:`polygons_from_blobs` drops it by the same bound), so it is dropped here,
-    before polygonising: speckle (a noisy model makes thousands of such blobs a strip) costs
-    one label, not one polygon. Blobs on a strip border are kept: they may continue."""
-    labels, count = ndimage.label(probability > threshold, structure=FOUR_CONNECTED)
-    return blobs_from_labels(labels, count, probability, row_offset, top_is_border, bottom_is_border,
-                             min_box_px, grow_px)
-
-
 def _bounding_boxes(labels: np.ndarray, count: int) -> np.ndarray:
     """(count + 1, 4) rows (first row, last row, first column, last column) of every label
     (-1 for an absent one); one sort instead of scipy's find_objects, which made a slice
@@ -100,8 +87,13 @@ def _bounding_boxes(labels: np.ndarray, count: int) -> np.ndarray:
 def blobs_from_labels(labels: np.ndarray, count: int, probability: np.ndarray, row_offset: int,
                       top_is_border: bool, bottom_is_border: bool, min_box_px: float = 0.0,
                       grow_px: float = 0.0) -> list[Blob]:
-    """The blobs of a label image (1..count, 0 = background): 4-connected blobs of a threshold,
-    or building instances split by a watershed; see :func:`blobs_in_strip`."""
+    """The blobs of a label image (1..count, 0 = background) of one strip, in full-raster pixel
+    coordinates: 4-connected blobs of a threshold, or building instances split by a watershed.
+
+    A blob inside the strip whose grown bounding box is under ``min_box_px`` cannot become a
+    footprint (:func:`finished_footprint` drops it by the same bound), so it is dropped here,
+    before polygonising: speckle (a noisy model makes thousands of such blobs a strip) costs
+    one label, not one polygon. Blobs on a strip border are kept: they may continue."""
     mask = labels > 0
     if count == 0:
         return []
@@ -173,13 +165,12 @@ class BlobCollector:
     def __init__(self, height: int, threshold: float, min_box_px: float = 0.0, grow_px: float = 0.0, *,
                  finish):
         self.height, self.threshold = height, threshold
-        self.min_box_px, self.grow_px = min_box_px, grow_px  # see :func:`blobs_in_strip`
+        self.min_box_px, self.grow_px = min_box_px, grow_px  # see :func:`blobs_from_labels`
         self.finish = finish              # a blob -> finished footprint, or None (under the minimum area)
         self.finished: list = []
         self.open: dict[int, list[Blob]] = {}  # pieces of blobs that reach the latest strip's bottom border
         self._open_label: dict[int, int] = {}  # a label on that border -> its entry in ``open``
         self._bottom_row: np.ndarray | None = None
-        self._groups = 0
 
     @classmethod
     def for_options(cls, info: ModelGrid, options: "VectorizeOptions") -> "BlobCollector":
@@ -201,38 +192,32 @@ class BlobCollector:
         top_is_border, bottom_is_border = top > 0, bottom < self.height
         blobs = blobs_from_labels(labels, count, probability, top, top_is_border, bottom_is_border,
                                   self.min_box_px, self.grow_px)
-        parent: dict[tuple[str, int], tuple[str, int]] = {}
-
-        def find(key):
-            while parent.get(key, key) != key:
-                key = parent[key]
-            return key
-
+        # pieces of one blob: the open groups ("open", n) and this strip's border blobs ("new", label)
+        pieces = DisjointSet([("open", number) for number in self.open]
+                             + [("new", blob.label) for blob in blobs if blob.touches_border])
         if top_is_border and self._bottom_row is not None:
             for above, below in self._continuing(self._bottom_row, labels[0]):
-                a, b = find(("open", self._open_label[above])), find(("new", below))
-                if a != b:
-                    parent[a] = b
+                pieces.merge(("open", self._open_label[above]), ("new", below))
         groups: dict[tuple[str, int], list[Blob]] = {}
         for number, members in self.open.items():
-            groups.setdefault(find(("open", number)), []).extend(members)
-        on_bottom = set(np.unique(labels[-1]).tolist()) - {0} if bottom_is_border else set()
+            groups.setdefault(pieces[("open", number)], []).extend(members)
         for blob in blobs:
             if blob.touches_border:
-                groups.setdefault(find(("new", blob.label)), []).append(blob)
+                groups.setdefault(pieces[("new", blob.label)], []).append(blob)
             else:
                 self._finish(blob)
         on_bottom_in: dict[tuple[str, int], list[int]] = {}
-        for label in on_bottom:
-            on_bottom_in.setdefault(find(("new", label)), []).append(label)
+        for label in (np.unique(labels[-1]).tolist() if bottom_is_border else []):
+            if label:
+                on_bottom_in.setdefault(pieces[("new", label)], []).append(label)
         self.open, self._open_label = {}, {}
         for root, members in groups.items():
             if root not in on_bottom_in:
                 self._finish(merged_blob(members))
                 continue
-            self._groups += 1
-            self.open[self._groups] = members
-            self._open_label.update(dict.fromkeys(on_bottom_in[root], self._groups))
+            number = len(self.open)
+            self.open[number] = members
+            self._open_label.update(dict.fromkeys(on_bottom_in[root], number))
         self._bottom_row = labels[-1].copy() if bottom_is_border else None
 
     def _continuing(self, above: np.ndarray, below: np.ndarray) -> list[tuple[int, int]]:
