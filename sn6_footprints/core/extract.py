@@ -161,7 +161,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
 
     ``observe_rows`` also receives every blended block of rows (:class:`~.engine.stream.BlendedRows`,
     every output channel), so a calibration can try many post-processing settings on one run
-    of the model (not with the sn6-exact preset, which has no blended rows)."""
+    of the model (refused with the sn6-exact preset, which has no blended rows)."""
     feedback = feedback or Feedback()
     _check_probability_output(raster_path, options)
     seconds: dict[str, float] = {}
@@ -187,6 +187,8 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                           "decides the rotation.")
     flip_average = settings.flip_average if options.flip_average is None else options.flip_average
     exact = options.preset == SN6_EXACT_PRESET
+    if exact and observe_rows is not None:
+        raise ValueError("The sn6-exact preset has no blended rows to observe; use the default preset.")
     if exact:  # the baseline's steps: no flip averaging, float32, its own tiling (logged by the preset)
         flip_average = False
     device = resolve_device(options.device)

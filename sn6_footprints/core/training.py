@@ -135,6 +135,9 @@ class TrainingOptions:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
+        if self.train_only_new_outputs and (len(self.outputs) < 2 or not self.initial_model):
+            raise ValueError("Training only the new outputs needs an instance-aware model (outputs body, edge, "
+                             "contact) fine-tuned from a one-channel one: set the outputs and an initial model.")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError("Steps per epoch must be at least 1 (or empty for one pass over the data).")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -798,9 +801,6 @@ def with_outputs(model: UNet11, settings: ModelSettings, outputs: tuple[str, ...
 def _freeze_all_but_new_outputs(model: UNet11, settings: ModelSettings, feedback: Feedback):
     """Only the final layer learns; its footprint row is restored after every step (weight
     decay would move it even without a gradient). Returns that row (weight, bias)."""
-    if settings.out_channels < 2:
-        raise TrainingError("Training only the new outputs needs an instance-aware model (outputs body, edge, "
-                            "contact) fine-tuned from a one-channel one.")
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith("final."))
     feedback.info(f"Only the {', '.join(settings.outputs[1:])} channels of the final layer train; the footprint "

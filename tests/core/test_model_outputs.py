@@ -214,5 +214,5 @@ def test_training_only_the_new_outputs_keeps_the_footprint_channel_exactly(tmp_p
     for name, value in before.state_dict().items():
         if not name.startswith("final."):
             assert torch.equal(after.state_dict()[name], value), name
-    with pytest.raises(Exception, match="needs an instance-aware model"):
+    with pytest.raises(ValueError, match="needs an instance-aware model"):
         train_model([raster], [labels], tmp_path / "x.pt", replace(options, outputs=("building",)))
