@@ -61,10 +61,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--contact-weight", type=float, default=0.0, metavar="W",
                    help="extra loss weight of the gap between touching buildings and its edges: such a pixel "
                         "counts 1 + W times (default 0: off; the bundled model: 0; 5 was tried, see its model card)")
-    p.add_argument("--outputs", choices=tuple(MODEL_OUTPUTS), default="footprint",
-                   help="footprint: one footprint channel (default; as the SN6 baseline); instances: body, edge and "
+    p.add_argument("--outputs", choices=tuple(MODEL_OUTPUTS),
+                   help="footprint: one footprint channel (as the SN6 baseline); instances: body, edge and "
                         "contact channels, so extraction splits touching buildings with a marker-based watershed "
-                        "(an --init one-channel model keeps its footprint channel and gains the other two)")
+                        "(an --init one-channel model keeps its footprint channel and gains the other two). "
+                        "Default: the --init model's outputs, else footprint")
     p.add_argument("--no-mixed-precision", action="store_true",
                    help="train in float32 (default: bf16/fp16 autocast on CUDA, bf16 on CPUs with AMX or AVX512-BF16)")
     p.add_argument("--no-augment", action="store_true", help="no flips along the look direction")
@@ -92,7 +93,8 @@ def run(args) -> int:
         seed=args.seed, normalisation=args.normalisation, look_direction=args.look_direction,
         raster_look_directions=tuple(args.raster_look) if args.raster_look else None,
         label_min_area_m2=args.min_area, label_erosion_m=args.label_erosion,
-        contact_weight=args.contact_weight, augment=not args.no_augment, outputs=MODEL_OUTPUTS[args.outputs],
+        contact_weight=args.contact_weight, augment=not args.no_augment,
+        outputs=MODEL_OUTPUTS[args.outputs] if args.outputs else None,
         mixed_precision=not args.no_mixed_precision, cache_limit_mb=args.cache_mb,
         description=args.description, input=input_options(args, look_direction=False),
         pixel_size_m=args.pixel_size)

@@ -113,7 +113,9 @@ class TrainingOptions:
     # The model's output channels (ModelSettings.outputs): ("building",) is today's one-channel
     # model; ("body", "edge", "contact") adds an edge band and the contact zone between touching
     # buildings as targets, each with the same dice + focal loss, for the watershed to split on.
-    outputs: tuple[str, ...] = ("building",)
+    # None: the initial model's outputs (fine-tuning an instance-aware model keeps it one), else
+    # ("building",).
+    outputs: tuple[str, ...] | None = None
     # Fine-tuning a one-channel model into an instance-aware one: train only the new output
     # channels' final 1x1 weights, so the footprint channel stays exactly the initial model's
     # (extraction without the watershed gives its results) and only the splitting is new.
@@ -126,6 +128,12 @@ class TrainingOptions:
     cache_limit_mb: float = 1024.0        # training regions up to this size are held in RAM
     description: str | None = None        # what the data is, for the checkpoint's metadata
 
+    def outputs_from(self, start: ModelSettings | None) -> tuple[str, ...]:
+        """The run's output channels: as set, else the initial model's, else one footprint channel."""
+        if self.outputs is not None:
+            return tuple(self.outputs)
+        return tuple(start.outputs) if start is not None else ModelSettings().outputs
+
     def check(self) -> None:
         if not 0 < self.width <= 4:
             raise ValueError(f"Width {self.width} must be in (0, 4]; 1 is the SN6 baseline, 0.25 the bundled model.")
@@ -135,7 +143,7 @@ class TrainingOptions:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be at least 1.")
-        if self.train_only_new_outputs and (len(self.outputs) < 2 or not self.initial_model):
+        if self.train_only_new_outputs and (len(self.outputs or ()) < 2 or not self.initial_model):
             raise ValueError("Training only the new outputs needs an instance-aware model (outputs body, edge, "
                              "contact) fine-tuned from a one-channel one: set the outputs and an initial model.")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -153,7 +161,7 @@ class TrainingOptions:
                              f"(default {DEFAULT_LABEL_EROSION_M:g} m; 0 learns whole footprints).")
         if not 0 <= self.contact_weight <= 50:
             raise ValueError(f"Contact weight {self.contact_weight} must be in [0, 50] (0: off).")
-        problem = outputs_problem(ModelSettings(outputs=tuple(self.outputs)))
+        problem = self.outputs is not None and outputs_problem(ModelSettings(outputs=tuple(self.outputs)))
         if problem:
             raise ValueError(f"Outputs {', '.join(map(str, self.outputs)) or '(none)'}: {problem}; choose "
                              "('building',) or ('body', 'edge', 'contact').")
@@ -583,7 +591,7 @@ class TrainingData:
             footprints = load_footprints(label_source, RasterInfo.of(dataset), name, feedback)
             regions.append(SceneRegion(dataset, path, plan, footprints, split_row, options.label_min_area_m2,
                                        options.label_erosion_m or 0.0, options.contact_weight,
-                                       tuple(options.outputs)))
+                                       options.outputs_from(start)))
         _refuse_empty_labels(regions, labels)
         total_mb = sum(r.cache_bytes for r in regions) / 2 ** 20
         cached = total_mb <= options.cache_limit_mb
@@ -776,9 +784,18 @@ NEW_OUTPUT_PRIOR = 0.05  # the probability a fresh edge or contact channel start
 def with_outputs(model: UNet11, settings: ModelSettings, outputs: tuple[str, ...], feedback: Feedback) -> UNet11:
     """The initial model with the run's output channels: itself when they match; a one-channel
     model gains fresh edge and contact channels (its footprint channel and everything below
-    kept), so the bundled model can be fine-tuned into an instance-aware one."""
+    kept), so a one-channel model can be fine-tuned into an instance-aware one; an
+    instance-aware model asked for one channel keeps its footprint (body) channel alone."""
     if tuple(settings.outputs) == outputs or settings.out_channels == len(outputs) == 1:
         return model
+    if len(outputs) == 1:
+        narrowed = UNet11(in_channels=model.in_channels, width=model.width, out_channels=1)
+        state = model.state_dict()
+        state.update({"final.weight": state["final.weight"][:1].clone(), "final.bias": state["final.bias"][:1].clone()})
+        narrowed.load_state_dict(state, strict=True)
+        feedback.info(f"Only the initial model's footprint channel ({settings.outputs[0]}) is kept; "
+                      f"{', '.join(settings.outputs[1:])} are dropped.")
+        return narrowed
     if settings.out_channels != 1:
         raise TrainingError(f"The initial model's outputs are {', '.join(settings.outputs)}, not "
                             f"{', '.join(outputs)}: train with its outputs or start from a one-channel model.")
@@ -939,6 +956,10 @@ def train_model(rasters: Sequence, labels: Sequence[LabelSource], output_path,
         options = replace(options, label_erosion_m=_label_erosion(options, resume_state, initial_settings, feedback))
         if resume_state is not None:  # the resumed model's channels, whatever the options say
             options = replace(options, outputs=start.outputs)
+        elif options.outputs is None:
+            options = replace(options, outputs=options.outputs_from(start))
+            if start and len(start.outputs) > 1:
+                feedback.info(f"Outputs {', '.join(options.outputs)}: the initial model's.")
         data = TrainingData.open(rasters, labels, options, start, stack, feedback, resumed=resume_state is not None)
         _warn_if_specks_would_pass(data, options, feedback)
 

@@ -24,7 +24,9 @@ from .truth_inputs import check_label_layers, export_path
 CANCELLED = ("Cancelled by the user. Epochs already finished are kept: the best so far is the output file (if "
              "one was written); run again with Resume to continue.")
 
-OUTPUT_CHOICES = ("Footprint only (default)", "Footprint, edge and contact: split touching buildings")  # MODEL_OUTPUTS
+# MODEL_OUTPUTS, then the default (appended, so models saved with 0 or 1 keep their meaning)
+OUTPUT_CHOICES = ("Footprint only", "Footprint, edge and contact: split touching buildings",
+                  "As the initial model (default; footprint only without one)")
 NORMALISATION_CHOICES = (("auto", "Automatic: the initial model's, else SN6 (127.5 / 31.875)"),
                          ("sn6", "SN6 SAR-Intensity scale: (x − 127.5) / 31.875 on every band"),
                          ("per-band", "Per band: mean and std of the training data"))
@@ -156,7 +158,7 @@ class TrainModelAlgorithm(Sn6Algorithm):
                                          QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0,
                                          maxValue=50.0),
             QgsProcessingParameterEnum(self.OUTPUTS, self.tr("Model outputs"),
-                                       options=[self.tr(c) for c in OUTPUT_CHOICES], defaultValue=0,
+                                       options=[self.tr(c) for c in OUTPUT_CHOICES], defaultValue=2,
                                        optional=True),  # optional: models saved before it still validate
             QgsProcessingParameterBoolean(self.RESUME_BESIDE_OUTPUT,
                                           self.tr("Keep the resume file beside the output (<output>.resume.pt)"),
@@ -274,6 +276,6 @@ class TrainModelAlgorithm(Sn6Algorithm):
             ("--min-area", self.parameterAsDouble(parameters, self.MIN_AREA, context)),
             ("--label-erosion", self._optional_number(parameters, self.LABEL_EROSION, context)),
             ("--contact-weight", self.parameterAsDouble(parameters, self.CONTACT_WEIGHT, context)),
-            ("--outputs", tuple(MODEL_OUTPUTS)[self.parameterAsEnum(parameters, self.OUTPUTS, context)]),
+            ("--outputs", (tuple(MODEL_OUTPUTS) + (None,))[self.parameterAsEnum(parameters, self.OUTPUTS, context)]),
             ("--pixel-size", self._optional_number(parameters, self.PIXEL_SIZE, context)),
         ]) + input_arguments(self, parameters, context, look_direction=False)

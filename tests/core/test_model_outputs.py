@@ -216,3 +216,26 @@ def test_training_only_the_new_outputs_keeps_the_footprint_channel_exactly(tmp_p
             assert torch.equal(after.state_dict()[name], value), name
     with pytest.raises(ValueError, match="needs an instance-aware model"):
         train_model([raster], [labels], tmp_path / "x.pt", replace(options, outputs=("building",)))
+
+
+def test_fine_tuning_an_instance_model_keeps_its_outputs_unless_one_channel_is_asked_for(tmp_path):
+    """The bundled model is instance-aware: fine-tuning it with the default outputs gives an
+    instance-aware model again; asking for one channel keeps its footprint (body) channel."""
+    raster, labels = _pair_scene(tmp_path)
+    initial = tmp_path / "instance.pt"
+    save_model(initial, with_outputs(threshold_model(width=1 / 16), ModelSettings(width=1 / 16), INSTANCE_OUTPUTS,
+                                     Feedback()), ModelSettings(width=1 / 16, outputs=INSTANCE_OUTPUTS))
+    options = TrainingOptions(width=1 / 16, tile_size_px=64, batch_size=2, epochs=1, steps_per_epoch=1,
+                              learning_rate=1e-9, validation_share=0, initial_model=str(initial))
+    assert options.outputs is None  # the default: the initial model's
+    train_model([raster], [labels], tmp_path / "again.pt", options)
+    assert load_model(tmp_path / "again.pt")[1].outputs == INSTANCE_OUTPUTS
+    train_model([raster], [labels], tmp_path / "one.pt", replace(options, outputs=("building",)))
+    one, settings = load_model(tmp_path / "one.pt")
+    assert settings.outputs == ("building",) and one.out_channels == 1
+    narrowed = with_outputs(load_model(initial)[0], load_model(initial)[1], ("building",), Feedback())
+    with torch.no_grad():
+        assert torch.equal(narrowed(probe()), load_model(initial)[0](probe())[:, :1])
+    # from scratch, the default is one footprint channel
+    train_model([raster], [labels], tmp_path / "scratch.pt", replace(options, initial_model=None))
+    assert load_model(tmp_path / "scratch.pt")[1].outputs == ("building",)

@@ -88,7 +88,7 @@ def test_contact_weight_is_an_advanced_parameter_recorded_in_the_model(algorithm
 
 def test_an_instance_model_is_trained_through_the_worker_and_extraction_splits_with_it(algorithm, scene, tmp_path):
     parameter = algorithm.parameterDefinition("OUTPUTS")
-    assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 0
+    assert parameter.flags() & parameter.FlagAdvanced and parameter.defaultValue() == 2  # as the initial model
     raster, labels = scene
     result = run_train(raster, labels, tmp_path / "instances.pt", EPOCHS=1, VALIDATION_SHARE=0, OUTPUTS=1)
     model, settings = load_model(result["OUTPUT_MODEL"])
