@@ -7,8 +7,9 @@ RSS is per path), rounds alternating between paths, the minimum of --repeats kep
 
 Paths: sn6-loop (tests/helpers/sn6_reference_loop.py: the whole raster in RAM, a batch per SN6
 tile's windows, float64 stitching), forward (the engine's windows, read and normalised
-beforehand, through the Predictor only: the floor), engine (extract_footprints, defaults),
-sn6-exact (the engine's preset of the baseline's steps).
+beforehand, through the Predictor only: the floor), engine (extract_footprints, defaults: Auto
+tiles), engine-512 (the same with 512 px tiles, the default before Auto tiles), sn6-exact (the
+engine's preset of the baseline's steps).
 
     .venv/bin/python bench/bench_engine.py [--quick] [--sizes 2048:full,8192:bundled,20000:bundled:engine]
         [--paths sn6-loop,forward,engine,sn6-exact] [--repeats 3] [--device cpu] [--markdown]
@@ -31,7 +32,7 @@ from xml.sax.saxutils import escape  # nosec B406 - writes XML, parses none
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PATHS = ("sn6-loop", "forward", "engine", "sn6-exact")
+PATHS = ("sn6-loop", "forward", "engine", "engine-512", "sn6-exact")
 STAGES = ("read", "model", "blend", "vectorize", "write")
 PX_PER_KM2 = (1000 / 0.5) ** 2          # at 0.5 m
 GFLOP_PER_TILE_FULL = 206.0             # UNet11 at width 1 on a 512 x 512 tile (REFERENCE.md §2)
@@ -139,7 +140,7 @@ def child(args) -> dict:
         out["polygons"] = len(polygons)
         out["windows"] = len(window_corners(height)) * len(window_corners(width))
     elif args.child == "forward":
-        tiling = TilingOptions()
+        tiling = TilingOptions().fitted(width, height)  # the engine's own tiles
         windows = [w for row in plan_tile_rows(width, height, tiling.tile_size_px, tiling.effective_overlap_px)
                    for w in row]
         with rasterio.open(args.raster) as ds:
@@ -154,8 +155,9 @@ def child(args) -> dict:
         out["stages"] = {"model": time.perf_counter() - started}
         out["windows"] = len(windows)
     else:
+        tiling = TilingOptions(512, 64, 4) if args.child == "engine-512" else TilingOptions()
         options = ExtractionOptions(model_path=str(args.model), device=args.device, precision=args.precision,
-                                    preset="sn6-exact" if args.child == "sn6-exact" else "default")
+                                    preset="sn6-exact" if args.child == "sn6-exact" else "default", tiling=tiling)
         try:
             result = extract_footprints(args.raster, options)
         except (NotImplementedError, ValueError) as exc:
@@ -163,7 +165,9 @@ def child(args) -> dict:
         out["stages"] = {k: result.seconds.get(k) for k in STAGES}
         out["engine_seconds"] = result.seconds
         out["polygons"] = len(result)
-        out["windows"] = len([w for row in plan_tile_rows(width, height, 512, 64) for w in row])
+        fitted = tiling.fitted(width, height)
+        out["windows"] = len([w for row in plan_tile_rows(width, height, fitted.tile_size_px,
+                                                          fitted.effective_overlap_px) for w in row])
     out["seconds"] = time.perf_counter() - started
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["width"] = settings.width
@@ -249,6 +253,8 @@ def report(rows: list[dict], args) -> None:
         if "engine" in got and "sn6-loop" in got:
             notes.append(f"engine vs SN6 loop throughput {got['sn6-loop']['seconds'] / got['engine']['seconds']:.2f}x "
                          "(target >= 1.5x with the full-width model)")
+        if "engine" in got and "engine-512" in got:
+            notes.append(f"Auto tiles vs 512 px tiles {got['engine-512']['seconds'] / got['engine']['seconds']:.2f}x")
         if "sn6-exact" in got and "sn6-loop" in got:
             notes.append(f"sn6-exact vs SN6 loop {got['sn6-loop']['seconds'] / got['sn6-exact']['seconds']:.2f}x")
         if notes:

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/evaluate_models.py --models A.pt [B.pt ...] [--span-baseline]
         [--precisions float32 bfloat16] [--sets default-north dense ...] [--scenes-per-set 2] [--size 1024]
-        [--workdir build/heldout] [--threads N] [--json out.json] [--markdown]
+        [--tiles 512] [--workdir build/heldout] [--threads N] [--json out.json] [--markdown]
 
 Why: the issue asks for the bundled model's object F1 on held-out scenes beside a baseline that
 learned nothing, and for two widths compared on accuracy and CPU speed before one is chosen;
@@ -32,9 +32,11 @@ from sn6_footprints.core.heldout import (HELDOUT_SCENE_PX, HELDOUT_SETS, SCENES_
 SPAN_BASELINE = "span baseline"
 
 
-def model_row(path: Path, precision: str = "float32", tta_scales: tuple = ()) -> tuple[dict, object]:
+def model_row(path: Path, precision: str = "float32", tta_scales: tuple = (), tile_px: int = 0) -> tuple[dict, object]:
     """(description of a checkpoint, extract callable running it on the CPU in ``precision``,
-    with multi-scale test-time augmentation at ``tta_scales`` when given)."""
+    with multi-scale test-time augmentation at ``tta_scales`` when given, on tiles of
+    ``tile_px`` (0: Auto, the default))."""
+    from sn6_footprints.core.engine.tiling import TilingOptions
     from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
     from sn6_footprints.core.weights import load_model
 
@@ -42,10 +44,13 @@ def model_row(path: Path, precision: str = "float32", tta_scales: tuple = ()) ->
     name = path.stem if precision == "float32" else f"{path.stem} ({precision})"
     if tta_scales:
         name += f" (TTA {','.join(f'{s:g}' for s in tta_scales)})"
+    if tile_px:
+        name += f" ({tile_px} px tiles)"
     info = {"name": name, "path": str(path), "precision": precision, "kind": "model", "width": settings.width,
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_mb": path.stat().st_size / 2 ** 20, "description": settings.description}
-    options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision, tta_scales=tuple(tta_scales))
+    options = ExtractionOptions(model_path=str(path), device="cpu", precision=precision, tta_scales=tuple(tta_scales),
+                                tiling=TilingOptions(tile_size_px=tile_px))
     return info, lambda raster: extract_footprints(raster, options)
 
 
@@ -118,6 +123,8 @@ def main(argv=None) -> int:
     parser.add_argument("--span-baseline", action="store_true", help="also score the non-learned span baseline")
     parser.add_argument("--tta-scales", nargs="*", default=[], type=float, metavar="S",
                         help="also score each model with multi-scale test-time augmentation at these scales")
+    parser.add_argument("--tiles", nargs="*", default=[], type=int, metavar="PX",
+                        help="also score each model on tiles of these sizes (the default is Auto)")
     parser.add_argument("--without-watershed", action="store_true",
                         help="also score each instance-aware model with its watershed off (plain threshold)")
     parser.add_argument("--sets", nargs="+", default=list(HELDOUT_SETS), choices=list(HELDOUT_SETS))
@@ -145,6 +152,7 @@ def main(argv=None) -> int:
     candidates = [model_row(path, precision) for path in args.models for precision in args.precisions]
     if args.tta_scales:
         candidates += [model_row(path, args.precisions[0], tuple(args.tta_scales)) for path in args.models]
+    candidates += [model_row(path, args.precisions[0], tile_px=tile) for path in args.models for tile in args.tiles]
     scratch = tempfile.TemporaryDirectory(prefix="sn6-evaluate-")
     if args.without_watershed:
         from sn6_footprints.core.weights import load_model

@@ -26,6 +26,12 @@ OUTLINE_STYLES = (TRACED_OUTLINE, REGULAR_OUTLINE)
 # footprint's body, edge and the contact between touching buildings (extraction then splits
 # touching buildings by a watershed). Names as the training CLI takes them -> output channels.
 MODEL_OUTPUTS = {"footprint": ("building",), "instances": ("body", "edge", "contact")}
+# Extraction tiles: 0 is Auto, the tile in this range that computes the fewest pixels on the
+# scene (core.engine.tiling.TilingOptions.fitted). Per pixel the bundled model's forward ran
+# as fast on 1024 px tiles as on 512 px ones (2-core CPUs, within the noise); the SN6 baseline
+# trains on 512 px crops.
+AUTO_TILE_PX = 0
+AUTO_TILE_RANGE_PX = (512, 1024)
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

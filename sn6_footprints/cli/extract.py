@@ -24,9 +24,12 @@ def add_parser(subparsers) -> None:
                                    "SpaceNet CSV in pixel coordinates (ImageId, BuildingId, PolygonWKT_Pix), placed "
                                    "with the raster's geotransform")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument("--tile-size", type=int, default=512, help="px, a multiple of 32, at least 64 (default 512)")
+    p.add_argument("--tile-size", type=int, default=0,
+                   help="px, a multiple of 32, at least 64; 0 (default): Auto, the tile from 512 to 1024 px that "
+                        "computes the fewest pixels on the raster (logged)")
     p.add_argument("--overlap", type=int, default=64, help="px, 0 or more; above half a tile: half a tile (default 64)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="tiles per forward pass (default 4); with Auto tiles, as many pixels as this many 512 px tiles")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's, 0.5)")
     p.add_argument("--min-area", type=float, help="minimum building area in m² (default: the model's, 20)")
     p.add_argument("--simplify", type=float, default=0.5,

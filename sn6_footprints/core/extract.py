@@ -200,7 +200,7 @@ def extract_footprints(raster_path, options: ExtractionOptions = ExtractionOptio
                           precision="float32" if exact else options.precision,
                           scales=() if exact else tuple(options.tta_scales))
     windows = ("the SpaceNet 6 baseline's 512 px windows stepped by 512" if exact else
-               f"tiles {options.tiling.tile_size_px} px, overlap {options.tiling.effective_overlap_px} px")
+               options.tiling.describe(plan.grid.width, plan.grid.height))
     feedback.info(f"Device: {describe(device, predictor.autocast)}; raster {info.width} x {info.height} px"
                   f"{'' if plan.reads_as_is else f' (model grid {plan.grid.width} x {plan.grid.height} px)'}, "
                   f"{windows}{f', turned {90 * turns}° counter-clockwise' if turns else ''}"

@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import DEFAULT_PRESET, OUTLINE_STYLES, PRESETS, PROBABILITY_FORMATS, SN6_EXACT_PRESET, TRACED_OUTLINE
+from ..defaults import (AUTO_TILE_PX, AUTO_TILE_RANGE_PX, DEFAULT_PRESET, OUTLINE_STYLES, PRESETS, PROBABILITY_FORMATS,
+                        SN6_EXACT_PRESET, TRACED_OUTLINE)
 from ..output_safety import find_clash
 from .feedback import Feedback
 
@@ -83,16 +84,18 @@ def check_tiling(tile_size_px: int, overlap_px: int, batch_size: int, feedback: 
     """Tile size a multiple of 32 and at least 64, overlap 0 or more (more than half a tile is
     used as half a tile, and said so), batch size 1 or more."""
     tile = tile_size_px
-    if not isinstance(tile, int) or tile < MIN_TILE_PX or tile % INPUT_MULTIPLE_PX:
+    if tile == AUTO_TILE_PX and isinstance(tile, int):
+        tile = AUTO_TILE_RANGE_PX[0]  # the smallest Auto can choose: the overlap warning below
+    elif not isinstance(tile, int) or tile < MIN_TILE_PX or tile % INPUT_MULTIPLE_PX:
         suggestion = max(MIN_TILE_PX, INPUT_MULTIPLE_PX * round(float(tile) / INPUT_MULTIPLE_PX)) \
             if _finite(tile) else 512
         raise ValidationError(f"Tile size {tile} px must be a multiple of {INPUT_MULTIPLE_PX} and at least "
-                              f"{MIN_TILE_PX}; use {suggestion} (512 is the SN6 baseline's).")
+                              f"{MIN_TILE_PX}, or 0 (Auto, the default); use {suggestion} or 0.")
     if not isinstance(overlap_px, int) or overlap_px < 0:
         raise ValidationError(f"Tile overlap {overlap_px} px must be 0 or more (default 64).")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError(f"Batch size {batch_size} must be at least 1 (default 4).")
-    if overlap_px > tile // 2 and feedback is not None:
+    if overlap_px > tile // 2 and feedback is not None and tile_size_px != AUTO_TILE_PX:
         feedback.warning(f"Tile overlap {overlap_px} px is more than half the {tile} px tile; "
                          f"{tile // 2} px is used.")
 

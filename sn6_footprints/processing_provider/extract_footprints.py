@@ -123,13 +123,14 @@ class ExtractFootprintsAlgorithm(Sn6Algorithm):
         for parameter in main_input:
             self.addParameter(parameter)
         advanced = advanced_input + [
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size [px, multiple of 32]"),
-                                         QgsProcessingParameterNumber.Integer, defaultValue=512,
-                                         minValue=32, maxValue=8192),
+            QgsProcessingParameterNumber(self.TILE_SIZE,
+                                         self.tr("Tile size [px, multiple of 32; 0: Auto, fitted to the raster]"),
+                                         QgsProcessingParameterNumber.Integer, defaultValue=0,
+                                         minValue=0, maxValue=8192),
             QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap [px]"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=64,
                                          minValue=0, maxValue=4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size [tiles]"),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size [tiles; with Auto, 512 px tiles' worth]"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=4,
                                          minValue=1, maxValue=256),
             QgsProcessingParameterEnum(self.ROTATE_180, self.tr("Rotate 180° before inference"),

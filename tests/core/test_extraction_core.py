@@ -14,7 +14,7 @@ from affine import Affine
 from sn6_footprints.core.devices import DeviceError, resolve_device
 from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
 from sn6_footprints.core.feedback import Cancelled, Feedback
-from sn6_footprints.core.engine.tiling import TilingOptions, tile_starts
+from sn6_footprints.core.engine.tiling import TilingOptions, computed_pixels, plan_tile_rows, tile_starts
 from sn6_footprints.core.raster_windows import RasterError, RasterInfo
 from sn6_footprints.core.vectorize import VectorizeOptions, vectorize_probabilities
 from tests.conftest import REPO_ROOT
@@ -44,6 +44,30 @@ def test_tile_starts_step_and_snap_the_last_tile_to_the_edge():
     assert tile_starts(900, 512, 0) == [0, 388]
     assert tile_starts(1000, 512, 64) == [0, 448, 488]
     assert tile_starts(100, 512, 64) == [0]
+
+
+@pytest.mark.parametrize("side", [100, 512, 900, 1024, 1500, 2048, 4096, 20000])
+def test_auto_tiles_compute_no_more_pixels_than_512_px_tiles_and_keep_the_batch_memory(side):
+    fitted = TilingOptions().fitted(side, side)
+    tile, overlap = fitted.tile_size_px, fitted.effective_overlap_px
+    assert 512 <= tile <= 1024 and tile % 32 == 0 and overlap == 64
+    windows = [w for row in plan_tile_rows(side, side, tile, overlap) for w in row]
+    assert sum(w.width * w.height for w in windows) == computed_pixels(side, side, tile, overlap)
+    assert computed_pixels(side, side, tile, overlap) <= computed_pixels(side, side, 512, 64)
+    assert fitted.batch_size * tile ** 2 <= 1.5 * 4 * 512 ** 2  # about today's 4 x 512 px per batch
+    assert TilingOptions(512, 64, 4).fitted(side, side) == TilingOptions(512, 64, 4)  # a set size is kept
+
+
+def test_auto_tiles_cover_a_1024_px_scene_with_one_tile_and_say_so(tmp_path, model_path):
+    assert TilingOptions().fitted(1024, 1024) == TilingOptions(1024, 64, 1)
+    assert computed_pixels(2048, 2048, TilingOptions().fitted(2048, 2048).tile_size_px, 64) < 1.2 * 2048 ** 2
+    raster = write_raster(tmp_path / "r.tif", boxes_scene(200, 190, BOXES))
+    log = InfoLog()
+    auto = extract_footprints(raster, ExtractionOptions(model_path=str(model_path), simplify_m=0), log)
+    assert any("tiles 512 px, overlap 64 px, 4 per batch (Auto: 1 tile computing 1.00x" in line for line in log.lines)
+    assert as_set(auto) == as_set(run(raster, model_path, tiling=(64, 16, 3)))
+    with pytest.raises(ValueError, match="or 0 .Auto"):
+        run(raster, model_path, tiling=(100, 16, 3))
 
 
 def test_polygons_are_identical_whatever_the_tiling(tmp_path, model_path):

@@ -260,9 +260,9 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
     of rows, top to bottom, to each consumer (on the sink thread). Progress 0-100 follows the
     tiles; the feedback is asked to cancel before every batch."""
     feedback = feedback or Feedback()
-    options = options or TilingOptions()
-    options.check()
     grid = plan.grid
+    options = (options or TilingOptions()).fitted(grid.width, grid.height)
+    options.check()
     overlap = options.effective_overlap_px
     rows = plan_tile_rows(grid.width, grid.height, options.tile_size_px, overlap)
     windows = [window for row in rows for window in row]
