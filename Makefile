@@ -89,7 +89,7 @@ train-default-model: setup
 # The bundled model, the file it replaced (taken from git history, where the clone has it) and the
 # span baseline in one run, 8 held-out scenes a set; an instance-aware model also without its watershed.
 BUNDLED_MODEL := sn6_footprints/models/sn6_sim_unet11_w025.pt
-PREVIOUS_MODEL_COMMIT := 9ace017
+PREVIOUS_MODEL_COMMIT := 8818498
 evaluate: setup
 	@mkdir -p $(BUILD)/models; previous=$(BUILD)/models/previous-bundled.pt; \
 	  git show $(PREVIOUS_MODEL_COMMIT):$(BUNDLED_MODEL) > $$previous 2>/dev/null && ! cmp -s $$previous $(BUNDLED_MODEL) \

@@ -15,6 +15,7 @@ from sn6_footprints.core.model import UNet11
 from sn6_footprints.core.settings import ModelSettings
 from sn6_footprints.core.training import NEW_OUTPUT_PRIOR, TrainingData, TrainingOptions, train_model, with_outputs
 from sn6_footprints.core.weights import WeightsError, inspect_model, load_model, save_model
+from tests.conftest import REPO_ROOT
 from tests.core.test_model_and_weights import sn6_baseline_state_dict
 from tests.core.test_training import write_labels
 from tests.helpers.models import boxes_scene, threshold_model, write_raster
@@ -123,26 +124,60 @@ def test_bare_sn6_state_dict_loads_as_one_building_channel_with_unchanged_logits
         assert torch.equal(model(probe(32, 32)), reference.eval()(probe(32, 32)))
 
 
-# The bundled model's logits on probe(), computed with UNet11 as it was before output channels
-# existed (git show f6920e2:sn6_footprints/core/model.py, float32 on the CPU).
-BUNDLED_PROBE_MEAN, BUNDLED_PROBE_STD = -16.56902503967285, 4.703820705413818
-BUNDLED_PROBE_PIXELS = {(0, 0): -4.084510326385498, (31, 47): -23.00702476501465, (63, 95): -3.7593021392822266}
+# The previous bundled model (one footprint channel, four looks; git history, commit 8818498)
+# and its logits on probe(), computed with UNet11 as it was before output channels existed
+# (git show f6920e2:sn6_footprints/core/model.py, float32 on the CPU).
+PREVIOUS_BUNDLED_COMMIT = "8818498"
+PREVIOUS_PROBE_MEAN, PREVIOUS_PROBE_STD = -16.56902503967285, 4.703820705413818
+PREVIOUS_PROBE_PIXELS = {(0, 0): -4.084510326385498, (31, 47): -23.00702476501465, (63, 95): -3.7593021392822266}
 
 
-def test_bundled_model_loads_as_one_building_channel_and_gives_the_logits_it_gave_before():
-    model, settings = load_model(bundled_model_path())
+@pytest.fixture(scope="module")
+def previous_bundled_model(tmp_path_factory):
+    """The file the bundled model replaced, from this clone's git history."""
+    import shutil
+    import subprocess  # nosec B404 - git, on this repository
+
+    git = shutil.which("git")
+    if git is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the previous bundled model lives in the history")
+    path = tmp_path_factory.mktemp("previous") / "previous-bundled.pt"
+    with open(path, "wb") as out:
+        shown = subprocess.run([git, "-C", str(REPO_ROOT), "show",  # nosec B603
+                                f"{PREVIOUS_BUNDLED_COMMIT}:sn6_footprints/models/sn6_sim_unet11_w025.pt"],
+                               stdout=out, stderr=subprocess.PIPE)
+    if shown.returncode:
+        pytest.skip(f"commit {PREVIOUS_BUNDLED_COMMIT} is not in this clone (shallow?): "
+                    f"{shown.stderr.decode(errors='replace').strip()[:120]}")
+    return path
+
+
+def test_previous_bundled_model_loads_as_one_building_channel_and_gives_the_logits_it_gave_before(
+        previous_bundled_model):
+    model, settings = load_model(previous_bundled_model)
     assert settings.outputs == ("building",) and not settings.splits_instances and model.out_channels == 1
-    state = torch.load(bundled_model_path(), weights_only=True)["state_dict"]
-    reference = UNet11(width=settings.width)
-    reference.load_state_dict(state, strict=True)
+    assert settings.threshold == 0.6 and settings.flip_average
     with torch.no_grad():
         logits = model(probe())
-        assert torch.equal(logits, reference.eval()(probe()))
     assert logits.shape == (1, 1, 64, 96)
-    assert logits.mean().item() == pytest.approx(BUNDLED_PROBE_MEAN, rel=1e-4)
-    assert logits.std().item() == pytest.approx(BUNDLED_PROBE_STD, rel=1e-4)
-    for (row, col), value in BUNDLED_PROBE_PIXELS.items():
+    assert logits.mean().item() == pytest.approx(PREVIOUS_PROBE_MEAN, rel=1e-4)
+    assert logits.std().item() == pytest.approx(PREVIOUS_PROBE_STD, rel=1e-4)
+    for (row, col), value in PREVIOUS_PROBE_PIXELS.items():
         assert logits[0, 0, row, col].item() == pytest.approx(value, rel=1e-4, abs=1e-4)
+
+
+def test_bundled_model_is_instance_aware_and_its_footprint_channel_is_the_previous_models_exactly(
+        previous_bundled_model):
+    """Only the edge and contact channels were trained (train_only_new_outputs): without its
+    watershed the bundled model gives the previous model's footprints."""
+    model, settings = load_model(bundled_model_path())
+    assert settings.outputs == INSTANCE_OUTPUTS and settings.splits_instances and model.out_channels == 3
+    previous, _ = load_model(previous_bundled_model)
+    with torch.no_grad():
+        assert torch.equal(model(probe())[:, :1], previous(probe()))
+    for name, value in previous.state_dict().items():
+        if not name.startswith("final."):
+            assert torch.equal(model.state_dict()[name], value), name
 
 
 # ---------------------------------------------------------------- training the extra channels
