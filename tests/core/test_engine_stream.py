@@ -86,6 +86,21 @@ def test_streamed_rows_equal_a_plain_loop(raster, predictor, tiling, readers):
     assert stats.skipped > 0 and stats.seconds["model"] > 0  # tiles in the nodata corner never ran
 
 
+def test_rows_go_on_in_strips_no_taller_than_the_cap_whatever_the_tile(raster, predictor, monkeypatch):
+    """Large (Auto) tiles finish many rows at once; the consumers still get bounded strips, so
+    the vectoriser's and the watershed's memory follows the width, and the rows are the same."""
+    from sn6_footprints.core.engine import stream
+
+    monkeypatch.setattr(stream, "MAX_STRIP_ROWS", 64)
+    tiling = TilingOptions(160, 16, 2)  # two rows of tiles: 140 and 160 rows finish at once
+    expected, _ = plain_loop(raster, predictor, tiling)
+    blocks, _ = streamed(raster, predictor, tiling)
+    heights = [b.probability.shape[0] for b in blocks]
+    assert max(heights) <= 64 and len(blocks) == 6 and sum(heights) == 300
+    assert [b.top for b in blocks] == list(np.cumsum([0] + heights[:-1]))
+    np.testing.assert_allclose(np.vstack([b.probability for b in blocks]), expected, atol=2e-6)
+
+
 def test_cancel_stops_every_thread(raster, predictor):
     before = {t.ident for t in threading.enumerate()}
     with pytest.raises(Cancelled):

@@ -221,6 +221,18 @@ class _BlendBuffer:
         return rows
 
 
+# Finished rows go to the consumers in strips of at most this many rows, whatever the tile:
+# what the vectoriser and the watershed hold at once (a few arrays of strip x width) then
+# follows the raster's width only. 512 keeps the strips of 512 px tiles (448 rows) as they were.
+MAX_STRIP_ROWS = 512
+
+
+def strip_bottoms(top: int, bottom: int) -> list[int]:
+    """Bottoms of the fewest near-equal strips of at most MAX_STRIP_ROWS rows from top to bottom."""
+    count = max(1, -(-(bottom - top) // MAX_STRIP_ROWS))
+    return [top + round((bottom - top) * (i + 1) / count) for i in range(count)]
+
+
 def _batches(tiles: Iterator, batch_size: int):
     """Lists of up to ``batch_size`` (window, tile or None, valid), in order."""
     batch = []
@@ -286,7 +298,8 @@ def run_engine(raster_path, predictor: Predictor, settings: ModelSettings, plan:
             for (window, _, valid), probability in zip(batch, probabilities):
                 buffer.add(window, probability, valid)
                 if done == last_of_row[row]:
-                    sink.put(buffer.take(final_bottom[row]))
+                    for bottom in strip_bottoms(buffer.top, final_bottom[row]):
+                        sink.put(buffer.take(bottom))
                     row += 1
                 done += 1
                 feedback.set_progress(100.0 * done / len(windows))  # per tile, as before batching
