@@ -214,9 +214,13 @@ class _BlendBuffer:
         """The rows above ``bottom``, which no later tile covers, blended; the buffer moves down."""
         n = bottom - self.top
         valid = self.valid[:n].copy()
-        blended = np.where(valid, self.weighted[:, :n] / np.maximum(self.weights[:n], 1e-12), 0.0).astype(np.float32)
+        blended = self.weighted[:, :n] / np.maximum(self.weights[:n], 1e-12)  # one new float32 array
+        blended[:, ~valid] = 0.0
         rows = BlendedRows(self.top, blended[0], valid, blended if self.channels > 1 else None)
-        self.weighted, self.weights, self.valid = self.weighted[:, n:], self.weights[n:], self.valid[n:]
+        # copies of the rows kept (the overlap), so the taken rows' memory goes now, not when the
+        # next row of tiles replaces these arrays: a wide raster's buffer is never held twice
+        self.weighted, self.weights, self.valid = (self.weighted[:, n:].copy(), self.weights[n:].copy(),
+                                                   self.valid[n:].copy())
         self.top = bottom
         return rows
 
