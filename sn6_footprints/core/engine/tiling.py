@@ -36,7 +36,7 @@ class TilingOptions:
         then the tile (a multiple of 32 in AUTO_TILE_RANGE_PX) that computes the fewest
         pixels, the smallest on a tie, and the batch that holds batch_size 512 px tiles' pixels.
         A 512 px tile with 64 px overlap computes 2.25x a 1024 x 1024 scene's pixels and 1.56x
-        a 2048 x 2048 one's; the fitted tiles 1x and 1.13x."""
+        a 2048 x 2048 one's; the fitted tiles 1x and 1.16x."""
         if not self.is_auto:
             return self
         smallest, largest = AUTO_TILE_RANGE_PX
