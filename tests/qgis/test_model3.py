@@ -66,3 +66,19 @@ def test_model3_runs_to_f1_one_on_known_boxes(plugin, threshold_model_path, tmp_
     assert missed.featureCount() == 0
     assert result["score:F1"] == pytest.approx(1.0)
     assert result["score:PRECISION"] == pytest.approx(1.0) and result["score:RECALL"] == pytest.approx(1.0)
+
+
+def test_model3_holds_every_parameter_of_its_algorithms_at_todays_defaults(plugin):
+    """A parameter added to an algorithm, or a default changed (the Auto tile size), without
+    rerunning scripts/make_extract_and_score_model.py would leave the model behind."""
+    for child in load_model().childAlgorithms().values():
+        sources = child.parameterSources()
+        for definition in child.algorithm().parameterDefinitions():
+            name = definition.name()
+            if definition.isDestination() or (definition.defaultValue() is None
+                                              and definition.flags() & definition.FlagOptional):
+                continue
+            assert name in sources, f"{child.childId()}: {name} is missing; rerun make_extract_and_score_model.py"
+            source = sources[name][0]
+            if source.source() == source.StaticValue and name != "DEVICE":
+                assert source.staticValue() == definition.defaultValue(), (child.childId(), name)
