@@ -118,6 +118,7 @@ def child(args) -> dict:
     from sn6_footprints.core.engine.tiling import TilingOptions, plan_tile_rows
     from sn6_footprints.core.extract import ExtractionOptions, extract_footprints
     from sn6_footprints.core.weights import load_model
+    from tests.helpers.sn6_reference_loop import reference_sn6_raster, window_corners  # ROOT is on sys.path
 
     model, settings = load_model(args.model)
     device = resolve_device(args.device)
@@ -135,8 +136,6 @@ def child(args) -> dict:
     out["pixels"] = width * height
     started = time.perf_counter()
     if args.child == "sn6-loop":
-        sys.path.insert(0, str(ROOT))
-        from tests.helpers.sn6_reference_loop import reference_sn6_raster, window_corners
         timings: dict = {}
         polygons = reference_sn6_raster(args.raster, model, mean=settings.mean, std=settings.std, timings=timings,
                                         device=str(device))
@@ -173,8 +172,6 @@ def child(args) -> dict:
         out["engine_seconds"] = result.seconds
         out["polygons"] = len(result)
         if args.child == "sn6-exact":  # the baseline's 512 px windows stepped by 512
-            sys.path.insert(0, str(ROOT))
-            from tests.helpers.sn6_reference_loop import window_corners
             windows = [None] * (len(window_corners(height)) * len(window_corners(width)))
             out["computed_px"] = len(windows) * 512 * 512
         else:

@@ -788,31 +788,32 @@ def with_outputs(model: UNet11, settings: ModelSettings, outputs: tuple[str, ...
     instance-aware model asked for one channel keeps its footprint (body) channel alone."""
     if tuple(settings.outputs) == outputs or settings.out_channels == len(outputs) == 1:
         return model
+    weight, bias = model.final.weight.detach(), model.final.bias.detach()
     if len(outputs) == 1:
-        narrowed = UNet11(in_channels=model.in_channels, width=model.width, out_channels=1)
-        state = model.state_dict()
-        state.update({"final.weight": state["final.weight"][:1].clone(), "final.bias": state["final.bias"][:1].clone()})
-        narrowed.load_state_dict(state, strict=True)
         feedback.info(f"Only the initial model's footprint channel ({settings.outputs[0]}) is kept; "
                       f"{', '.join(settings.outputs[1:])} are dropped.")
-        return narrowed
+        return _with_final_layer(model, weight[:1].clone(), bias[:1].clone())
     if settings.out_channels != 1:
         raise TrainingError(f"The initial model's outputs are {', '.join(settings.outputs)}, not "
                             f"{', '.join(outputs)}: train with its outputs or start from a one-channel model.")
-    widened = UNet11(in_channels=model.in_channels, width=model.width, out_channels=len(outputs))
-    state = model.state_dict()
-    final_weight, final_bias = widened.final.weight.detach().clone(), widened.final.bias.detach().clone()
-    final_weight[0], final_bias[0] = state["final.weight"][0], state["final.bias"][0]
     # The new channels start silent: zero weights (no gradient reaches the trained decoder
     # through them at first) and the bias of a rare class (p = NEW_OUTPUT_PRIOR). Random heads
     # began with a loss of 9 and cut the footprint channel's validation F1 from 0.56 to 0.2 in
     # the first epoch of a fine-tune; the RetinaNet prior initialisation avoids that shock.
-    final_weight[1:] = 0.0
-    final_bias[1:] = math.log(NEW_OUTPUT_PRIOR / (1 - NEW_OUTPUT_PRIOR))
-    state.update({"final.weight": final_weight, "final.bias": final_bias})
-    widened.load_state_dict(state, strict=True)
+    new = len(outputs) - 1
+    prior = math.log(NEW_OUTPUT_PRIOR / (1 - NEW_OUTPUT_PRIOR))
     feedback.info(f"The initial model's footprint channel is kept; {', '.join(outputs[1:])} start afresh.")
-    return widened
+    return _with_final_layer(model, torch.cat([weight[:1], torch.zeros((new,) + weight.shape[1:])]),
+                             torch.cat([bias[:1], torch.full((new,), prior)]))
+
+
+def _with_final_layer(model: UNet11, weight: torch.Tensor, bias: torch.Tensor) -> UNet11:
+    """A copy of ``model`` whose final 1x1 layer has these rows (one per output channel)."""
+    rebuilt = UNet11(in_channels=model.in_channels, width=model.width, out_channels=weight.shape[0])
+    state = model.state_dict()
+    state.update({"final.weight": weight, "final.bias": bias})
+    rebuilt.load_state_dict(state, strict=True)
+    return rebuilt
 
 
 def _freeze_all_but_new_outputs(model: UNet11, settings: ModelSettings, feedback: Feedback):

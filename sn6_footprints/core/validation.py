@@ -84,8 +84,9 @@ def check_tiling(tile_size_px: int, overlap_px: int, batch_size: int, feedback: 
     """Tile size a multiple of 32 and at least 64, overlap 0 or more (more than half a tile is
     used as half a tile, and said so), batch size 1 or more."""
     tile = tile_size_px
-    if tile == AUTO_TILE_PX and isinstance(tile, int):
-        tile = AUTO_TILE_RANGE_PX[0]  # the smallest Auto can choose: the overlap warning below
+    auto = tile == AUTO_TILE_PX and isinstance(tile, int)
+    if auto:
+        tile = AUTO_TILE_RANGE_PX[0]  # the smallest Auto can choose, for the overlap warning below
     elif not isinstance(tile, int) or tile < MIN_TILE_PX or tile % INPUT_MULTIPLE_PX:
         suggestion = max(MIN_TILE_PX, INPUT_MULTIPLE_PX * round(float(tile) / INPUT_MULTIPLE_PX)) \
             if _finite(tile) else 512
@@ -95,9 +96,11 @@ def check_tiling(tile_size_px: int, overlap_px: int, batch_size: int, feedback: 
         raise ValidationError(f"Tile overlap {overlap_px} px must be 0 or more (default 64).")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError(f"Batch size {batch_size} must be at least 1 (default 4).")
-    if overlap_px > tile // 2 and feedback is not None and tile_size_px != AUTO_TILE_PX:
+    if overlap_px > tile // 2 and feedback is not None:
         feedback.warning(f"Tile overlap {overlap_px} px is more than half the {tile} px tile; "
-                         f"{tile // 2} px is used.")
+                         f"{tile // 2} px is used." if not auto else
+                         f"Tile overlap {overlap_px} px is more than half the smallest Auto tile ({tile} px); "
+                         "at most half the chosen tile is used (the log names it).")
 
 
 def check_sn6_exact_size(width: int, height: int, name: str, raster_grid: bool = True) -> None:

@@ -40,8 +40,7 @@ class TilingOptions:
         if not self.is_auto:
             return self
         smallest, largest = AUTO_TILE_RANGE_PX
-        tile = min(range(smallest, largest + 1, INPUT_MULTIPLE_PX),
-                   key=lambda t: (computed_pixels(width, height, t, min(self.overlap_px, t // 2)), t))
+        tile = min(range(smallest, largest + 1, INPUT_MULTIPLE_PX), key=lambda t: (self._computed(width, height, t), t))
         batch = max(1, round(self.batch_size * BATCH_UNIT_PX ** 2 / tile ** 2))
         return replace(self, tile_size_px=tile, batch_size=batch)
 
@@ -51,15 +50,19 @@ class TilingOptions:
         tile, overlap = fitted.tile_size_px, fitted.effective_overlap_px
         text = f"tiles {tile} px, overlap {overlap} px, {fitted.batch_size} per batch"
         if self.is_auto:
-            share = computed_pixels(width, height, tile, overlap) / max(1, width * height)
+            pixels = max(1, width * height)
             count = len(tile_starts(width, tile, overlap)) * len(tile_starts(height, tile, overlap))
-            text += f" (Auto: {count} tile{'s' * (count != 1)} computing {share:.2f}x the grid's pixels"
+            text += (f" (Auto: {count} tile{'s' * (count != 1)} computing "
+                     f"{self._computed(width, height, tile) / pixels:.2f}x the grid's pixels")
             first = AUTO_TILE_RANGE_PX[0]
             if tile != first:
-                share = computed_pixels(width, height, first, min(self.overlap_px, first // 2)) / max(1, width * height)
-                text += f"; {first} px tiles: {share:.2f}x"
+                text += f"; {first} px tiles: {self._computed(width, height, first) / pixels:.2f}x"
             text += ")"
         return text
+
+    def _computed(self, width: int, height: int, tile: int) -> int:
+        """Pixels computed on the grid with tiles of ``tile`` px and this overlap (at most half a tile)."""
+        return computed_pixels(width, height, tile, replace(self, tile_size_px=tile).effective_overlap_px)
 
     def check(self) -> None:
         if not self.is_auto and (self.tile_size_px < INPUT_MULTIPLE_PX or self.tile_size_px % INPUT_MULTIPLE_PX):
