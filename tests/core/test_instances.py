@@ -129,3 +129,40 @@ def test_model_outputs_are_split_by_their_names_and_the_settings_parameters():
                           split_model_outputs(stacked, settings))
     with pytest.raises(ValueError, match="do not match the model's 3 output"):
         split_model_outputs(stacked[:2], settings)
+
+
+def one_watershed_over_the_window(body, core, threshold, seed_threshold, min_px):
+    """The reference: every seed (and every seedless blob, whole) flooded by one skimage
+    watershed over the whole window, numbered as split_instances numbers them."""
+    from skimage.segmentation import watershed
+
+    mask = body > threshold
+    seeds, count = ndimage.label(mask & (core > seed_threshold))
+    sizes = np.bincount(seeds.ravel(), minlength=count + 1)
+    kept = np.flatnonzero(sizes >= min_px)
+    kept = kept[kept > 0]
+    markers = np.zeros_like(seeds)
+    for number, label in enumerate(kept, start=1):
+        markers[seeds == label] = number
+    blobs, blob_count = ndimage.label(mask)
+    next_label = len(kept) + 1
+    for blob in range(1, blob_count + 1):
+        if not markers[blobs == blob].any():
+            markers[blobs == blob] = next_label
+            next_label += 1
+    return watershed(-core, markers, mask=mask, connectivity=1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_flooding_only_blobs_with_several_seeds_gives_the_labels_of_one_watershed_over_the_window(seed):
+    rng = np.random.default_rng(seed)
+    shape = (96, 128)
+    body = ndimage.gaussian_filter(rng.random(shape), 3)
+    body = ((body - body.min()) / np.ptp(body)).astype(np.float32)
+    contact = ndimage.gaussian_filter(rng.random(shape), 1.5).astype(np.float32)
+    contact = (contact - contact.min()) / np.ptp(contact)
+    core = body * (1 - contact)
+    labels = split(body, contact=contact, threshold=0.45, seed_threshold=0.3, min_seed_px=4)
+    reference = one_watershed_over_the_window(body, core, 0.45, 0.3, 4)
+    assert len(np.unique(reference)) - 1 > ndimage.label(body > 0.45)[1]   # blobs split into several buildings
+    assert np.array_equal(labels, reference)
