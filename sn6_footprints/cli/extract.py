@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
                         "computes the fewest pixels on the raster (logged)")
     p.add_argument("--overlap", type=int, default=64, help="px, 0 or more; above half a tile: half a tile (default 64)")
     p.add_argument("--batch-size", type=int, default=4,
-                   help="tiles per forward pass (default 4); with Auto tiles, as many pixels as this many 512 px tiles")
+                   help="tiles per forward pass (default 4); with Auto tiles, as many pixels as this many 512 px tiles "
+                        "(1 keeps 512 px tiles: the least memory)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's, 0.5)")
     p.add_argument("--min-area", type=float, help="minimum building area in m² (default: the model's, 20)")
     p.add_argument("--simplify", type=float, default=0.5,

@@ -58,6 +58,16 @@ def test_auto_tiles_compute_no_more_pixels_than_512_px_tiles_and_keep_the_batch_
     assert TilingOptions(512, 64, 4).fitted(side, side) == TilingOptions(512, 64, 4)  # a set size is kept
 
 
+@pytest.mark.parametrize("batch, largest", [(1, 512), (2, 704), (3, 864), (4, 1024), (16, 1024)])
+def test_auto_tiles_hold_no_more_pixels_than_the_batch_so_batch_size_1_still_saves_memory(batch, largest):
+    for side in (1024, 2048, 5000):
+        fitted = TilingOptions(batch_size=batch).fitted(side, side)
+        assert 512 <= fitted.tile_size_px <= largest and fitted.batch_size >= 1
+        assert fitted.tile_size_px ** 2 <= batch * 512 ** 2
+    with pytest.raises(ValueError, match="Batch size must be at least 1"):
+        TilingOptions(batch_size=0).fitted(1024, 1024)   # refused, not run with a batch of 1
+
+
 def test_auto_tiles_cover_a_1024_px_scene_with_one_tile_and_say_so(tmp_path, model_path):
     assert TilingOptions().fitted(1024, 1024) == TilingOptions(1024, 64, 1)
     assert computed_pixels(2048, 2048, TilingOptions().fitted(2048, 2048).tile_size_px, 64) < 1.2 * 2048 ** 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -182,3 +183,39 @@ def test_the_probability_raster_gets_the_users_usual_permissions(tmp_path, scene
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # as any file the user's tools create
+
+
+BLOCK_ROWS_SCRIPT = r"""
+import os, sys
+import numpy as np, rasterio
+from affine import Affine
+from scipy import ndimage
+from sn6_footprints.core.engine.probabilities import ProbabilityRaster, _profile
+from sn6_footprints.core.engine.stream import BlendedRows
+from sn6_footprints.core.reading.ground import ModelGrid
+folder, strip = sys.argv[1], int(sys.argv[2])
+width, height = 2048, 2000
+probability = ndimage.gaussian_filter(np.random.default_rng(0).random((height, width)), 4).astype(np.float32)
+grid = ModelGrid(width, height, Affine(0.5, 0, 0, 0, -0.5, 0), "EPSG:32631", 0.5, True)
+raster = ProbabilityRaster(os.path.join(folder, "strips.tif"), grid, "EPSG:32631")
+for top in range(0, height, strip):
+    part = probability[top:top + strip]
+    raster.write(BlendedRows(top, part, np.ones(part.shape, bool)))
+raster.close()
+with rasterio.open(os.path.join(folder, "whole.tif"), "w", **_profile(grid, "EPSG:32631")) as dataset:
+    dataset.write(probability[None])
+with rasterio.open(os.path.join(folder, "strips.tif")) as dataset:
+    assert np.array_equal(dataset.read(1), probability)
+print(os.path.getsize(os.path.join(folder, "strips.tif")) / os.path.getsize(os.path.join(folder, "whole.tif")))
+"""
+
+
+@pytest.mark.parametrize("strip", [480, 37])
+def test_strips_that_end_inside_a_row_of_blocks_do_not_store_blocks_twice(tmp_path, strip):
+    """Under a 1 MB GDAL cache (a wide raster's reads evict the written blocks), rows handed
+    over in strips that end inside a row of 256 px blocks give the file of one write."""
+    environment = {"GDAL_CACHEMAX": "1", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", BLOCK_ROWS_SCRIPT, str(tmp_path), str(strip)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **environment})
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[-1]) < 1.02   # every block stored once (before: 1.35x)

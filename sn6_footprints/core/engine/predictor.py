@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..devices import resolve_precision
+from ..devices import DeviceError, resolve_precision
 from ..model import INPUT_MULTIPLE_PX, UNet11
 from ..settings import ModelSettings
 
@@ -63,10 +63,13 @@ class Predictor:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self._predict(batch)
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
             if len(batch) < 2:
-                raise
-            torch.cuda.empty_cache()  # the card is full: the same tiles in two halves
+                raise DeviceError(f"The GPU ran out of memory on a single {batch.shape[-2]} x {batch.shape[-1]} px "
+                                  "tile: set a smaller Tile size (512 or 256) with Batch size 1, or Device cpu."
+                                  ) from error
+            # the card is full: the same tiles in two halves
             half = len(batch) // 2
             return np.concatenate([self(batch[:half]), self(batch[half:])])
 

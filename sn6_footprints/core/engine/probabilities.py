@@ -132,9 +132,12 @@ def _write_checked(dataset, path, rows: np.ndarray, window: Window, errors: _Gda
         raise _write_failure(path, " ".join(errors.messages))
 
 
+BLOCK_PX = 256
+
+
 def _profile(grid: ModelGrid, crs) -> dict:
     return dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
-                transform=grid.transform, crs=crs, tiled=True, blockxsize=256, blockysize=256,
+                transform=grid.transform, crs=crs, tiled=True, blockxsize=BLOCK_PX, blockysize=BLOCK_PX,
                 compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
 
 
@@ -148,6 +151,8 @@ class ProbabilityRaster:
     def __init__(self, path, grid: ModelGrid, crs, fmt: str | None = None):
         self.path, self.grid, self.fmt = path, grid, fmt
         self.errors = _GdalErrors()
+        self._pending: np.ndarray | None = None   # rows of a row of blocks not yet complete
+        self._pending_top: int | None = None
         profile = _profile(grid, crs)
         if fmt is not None:
             profile = _delivered_profile(profile, fmt)
@@ -158,13 +163,32 @@ class ProbabilityRaster:
             raise _write_failure(path, " ".join(self.errors.messages + [str(exc)])) from exc
 
     def write(self, rows) -> None:
-        """Write one :class:`~.stream.BlendedRows`."""
+        """Write one :class:`~.stream.BlendedRows` (rows come top to bottom, one after the other).
+        Only whole rows of blocks are written; the rest waits for the next rows: a block written
+        half and evicted from GDAL's cache (64 MB in the CLI) before its other half came would
+        be compressed twice and stored twice (the file 35 % larger with strips of 480 rows)."""
         values = rows.probability if self.fmt is None else encode_probability(rows.probability, rows.valid, self.fmt)
-        _write_checked(self.dataset, self.path, values, rows.window, self.errors)
+        top = rows.top
+        if self._pending is not None:
+            values, top = np.concatenate([self._pending, values]), self._pending_top
+        bottom = top + len(values)
+        cut = bottom if bottom >= self.grid.height else bottom // BLOCK_PX * BLOCK_PX
+        if cut > top:
+            _write_checked(self.dataset, self.path, values[:cut - top], Window(0, top, self.grid.width, cut - top),
+                           self.errors)
+        self._pending, self._pending_top = (values[cut - top:].copy(), cut) if cut < bottom else (None, None)
 
     def close(self, completed: bool = True) -> None:
         """Close the file (its cached blocks and directory are written now); when the run
         completed, raise what GDAL reported and check the file reads back whole."""
+        pending, self._pending = self._pending, None
+        if completed and pending is not None:   # rows that ended short of the raster's bottom
+            try:
+                _write_checked(self.dataset, self.path, pending, Window(0, self._pending_top, self.grid.width,
+                                                                        len(pending)), self.errors)
+            except ProbabilityWriteError:
+                self.close(completed=False)
+                raise
         with self.errors.watching():
             try:
                 self.dataset.close()

@@ -27,6 +27,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 from scipy.special import expit
 
+from ..devices import DeviceError
 from ..feedback import Feedback
 from ..reading.model_windows import ModelWindows
 from ..reading.plan import InputPlan
@@ -76,10 +77,12 @@ def window_logits(predictor: Predictor, batch: np.ndarray) -> np.ndarray:
         if turns:
             logits = torch.rot90(logits, -turns, dims=(-2, -1))
         return logits[:, 0].cpu().numpy()
-    except torch.cuda.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as error:
+        torch.cuda.empty_cache()
         if len(batch) < 2:
-            raise
-        torch.cuda.empty_cache()  # the card is full: the same windows in two halves
+            raise DeviceError("The GPU ran out of memory on a single 512 x 512 px window of the SN6-exact preset: "
+                              "set Device cpu.") from error
+        # the card is full: the same windows in two halves
         half = len(batch) // 2
         return np.concatenate([window_logits(predictor, batch[:half]), window_logits(predictor, batch[half:])])
 

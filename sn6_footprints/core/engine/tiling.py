@@ -36,10 +36,14 @@ class TilingOptions:
         then the tile (a multiple of 32 in AUTO_TILE_RANGE_PX) that computes the fewest
         pixels, the smallest on a tie, and the batch that holds batch_size 512 px tiles' pixels.
         A 512 px tile with 64 px overlap computes 2.25x a 1024 x 1024 scene's pixels and 1.56x
-        a 2048 x 2048 one's; the fitted tiles 1x and 1.16x."""
+        a 2048 x 2048 one's; the fitted tiles 1x and 1.16x. No tile holds more pixels than the
+        batch: a batch size of 1 keeps 512 px tiles (what a GPU short of memory needs)."""
+        self.check()
         if not self.is_auto:
             return self
         smallest, largest = AUTO_TILE_RANGE_PX
+        within_batch = int(BATCH_UNIT_PX * self.batch_size ** 0.5) // INPUT_MULTIPLE_PX * INPUT_MULTIPLE_PX
+        largest = max(smallest, min(largest, within_batch))
         tile = min(range(smallest, largest + 1, INPUT_MULTIPLE_PX), key=lambda t: (self._computed(width, height, t), t))
         batch = max(1, round(self.batch_size * BATCH_UNIT_PX ** 2 / tile ** 2))
         return replace(self, tile_size_px=tile, batch_size=batch)
