@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -43,7 +42,7 @@ from .devices import autocast_dtype, describe, resolve_device
 from .extract import ExtractionResult, score_extraction
 from .feedback import Feedback, SubFeedback
 from .engine.predictor import Predictor, normalise
-from .engine.probabilities import predict_probabilities
+from .engine.stream import run_engine
 from .engine.tiling import TilingOptions
 from .model import INPUT_MULTIPLE_PX, UNet11
 from .radiometry import SCALE_LABELS
@@ -57,7 +56,7 @@ from .reading.plan import check_placeable, model_scale_of
 from .settings import (CONTACT_OUTPUT, DEFAULT_LABEL_EROSION_M, EDGE_OUTPUT, SN6_MIN_AREA_M2, SN6_THRESHOLD,
                        ModelSettings)
 from .vector_io import FootprintTable
-from .vectorize import VectorizeOptions, vectorize_probabilities
+from .vectorize import BlobCollector, InstanceCollector, VectorizeOptions
 from .weights import WeightsError, atomic_torch_save, load_model, outputs_problem, save_model
 
 LOOK_DIRECTIONS = ("north", "south", "east", "west")
@@ -734,14 +733,14 @@ class ValidationSet:
         for index, (path, plan, truth) in enumerate(self.bands):
             sub = SubFeedback(feedback, 100.0 * index / len(self.bands), 100.0 * (index + 1) / len(self.bands))
             predictor = Predictor(model, device, quarter_turns=plan.quarter_turns)
-            with tempfile.TemporaryDirectory(prefix="sn6-validation-") as scratch:
-                probability_path = os.path.join(scratch, "probability.tif")
-                info = predict_probabilities(path, probability_path, predictor, settings, plan, tiling,
-                                             SubFeedback(sub, 0, 90))
-                vectorize = VectorizeOptions.for_model(settings, info, 0.5 * info.pixel_size_m)  # 0.5 px
-                geometries, attributes = vectorize_probabilities(probability_path, info, vectorize,
-                                                                 SubFeedback(sub, 90, 100))
-            result = ExtractionResult(geometries, attributes, info.crs_wkt, settings, "")
+            grid = plan.grid
+            vectorize = VectorizeOptions.for_model(settings, grid, 0.5 * grid.pixel_size_m)  # 0.5 px
+            # as extraction vectorises: an instance-aware model's buildings split by its watershed
+            collector = (InstanceCollector.for_settings(grid, vectorize, settings) if settings.splits_instances
+                         else BlobCollector.for_options(grid, vectorize))
+            run_engine(path, predictor, settings, plan, [("vectorize", collector.add)], tiling, SubFeedback(sub, 0, 90))
+            geometries, attributes = collector.polygons(grid, vectorize, SubFeedback(sub, 90, 100))
+            result = ExtractionResult(geometries, attributes, grid.crs_wkt, settings, "")
             report = score_extraction(result, truth)
             tp, fp, fn = tp + report.tp, fp + report.fp, fn + report.fn
             predicted, true = shapely.union_all(geometries), shapely.union_all(truth)

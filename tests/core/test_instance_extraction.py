@@ -127,3 +127,32 @@ def test_rows_observed_in_one_run_give_what_extracting_with_other_settings_gives
     assert len(geometries) == len(expected) == 2
     assert [g.wkt for g in geometries] == [g.wkt for g in expected.geometries]
     assert attributes == expected.attributes
+
+
+def test_training_validation_splits_touching_buildings_as_extraction_does(paths, tmp_path):
+    """The validation F1 that picks a training run's best epoch sees an instance-aware model's
+    terrace as two buildings, as extraction does (it once thresholded the body channel alone)."""
+    from contextlib import ExitStack
+
+    from sn6_footprints.core.feedback import Feedback
+    from sn6_footprints.core.training import TrainingData, TrainingOptions, ValidationSet
+    from sn6_footprints.core.weights import load_model
+    from tests.core.test_training import write_labels
+
+    _, instance_path, one_path = paths
+    below = 40   # training rows above the houses, which all lie in the validation band
+    taller = np.concatenate([np.full((4, below, scene().shape[2]), DARK, np.float32), scene()], axis=1)
+    raster = write_raster(tmp_path / "taller.tif", taller)
+    labels = write_labels(tmp_path / "houses.gpkg", [(r0 + below, c0, r1 + below, c1)
+                                                     for r0, c0, r1, c1 in TERRACE + [DETACHED]])
+    counts = {}
+    for name, path in (("instances", instance_path), ("one output", one_path)):
+        model, settings = load_model(path)
+        options = TrainingOptions(width=0.125, validation_share=0.8, outputs=settings.outputs)
+        with ExitStack() as stack:
+            data = TrainingData.open([raster], [labels], options, settings, stack, None)
+            assert 32 <= data.regions[0].split_row < TERRACE[0][0] + below   # every house in the band
+            scores = ValidationSet(data.regions).evaluate(model, torch.device("cpu"), settings,
+                                                          TilingOptions(64, 16, 3), Feedback())
+        counts[name] = (scores["val_tp"], scores["val_fp"], scores["val_fn"])
+    assert counts == {"instances": (3, 0, 0), "one output": (1, 1, 2)}
